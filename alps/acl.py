@@ -1,0 +1,72 @@
+"""The access control list: which identity may use ALPS, and with which role.
+
+The file maps identities to roles::
+
+    [users."user@example.com"]
+    role = "user"
+
+Identities are compared in lower case. ``user`` sees and stops its own jobs;
+``admin`` may see, stop and take any job.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from alps.errors import ConfigError
+
+
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Acl:
+    path: Path
+    roles: dict[str, Role]
+
+    def role_of(self, identity: str) -> Role | None:
+        """Return the role of ``identity``, or None when it is not listed."""
+        return self.roles.get(identity.lower())
+
+
+def load_acl(path: str | Path) -> Acl:
+    """Load the ACL at ``path``; raise ConfigError naming the file and the problem."""
+    acl_path = Path(path)
+    try:
+        with acl_path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(f"cannot read ACL {acl_path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"ACL {acl_path}: invalid TOML: {error}") from None
+
+    unknown = sorted(set(data) - {"users"})
+    if unknown:
+        raise ConfigError(f"ACL {acl_path}: unknown section [{unknown[0]}]")
+    users = data.get("users", {})
+    if not isinstance(users, dict):
+        raise ConfigError(f"ACL {acl_path}: [users] must be a table")
+
+    roles: dict[str, Role] = {}
+    for identity, entry in users.items():
+        roles_key = identity.strip().lower()
+        where = f"ACL {acl_path}: users.{identity!r}"
+        if not roles_key:
+            raise ConfigError(f"{where}: the identity must not be empty")
+        if roles_key in roles:
+            raise ConfigError(f"{where}: listed twice (identities ignore case)")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a table with a role")
+        extra = sorted(set(entry) - {"role"})
+        if extra:
+            raise ConfigError(f"{where}: unknown setting {extra[0]!r}")
+        role = entry.get("role")
+        if role not in {r.value for r in Role}:
+            raise ConfigError(f"{where}: invalid role {role!r}: use 'user' or 'admin'")
+        roles[roles_key] = Role(role)
+    return Acl(path=acl_path, roles=roles)

@@ -1,0 +1,1 @@
+"""Job processes: the spawner, the per-job supervisor and control groups."""

@@ -1,0 +1,232 @@
+"""Control groups for jobs: one group per job, so that a stop reaches every process.
+
+A process group is not enough to stop a job: any process may call ``setsid`` and
+leave it. A control group keeps every descendant, so stopping a job means signalling
+every PID listed in the group. Two kernel interfaces exist:
+
+- cgroup v1, one hierarchy per controller (``/sys/fs/cgroup/memory/...``). The job
+  gets a folder in each of ``freezer``, ``memory``, ``pids`` and ``cpu``. Killing
+  freezes the group first, so that no process can fork while the PIDs are signalled.
+- cgroup v2, one hierarchy (``cgroup.kill`` kills the whole group in one write).
+
+Job groups live in ``alps-<tag>`` beneath the worker's own group, never at a
+hierarchy's root; the tag tells apart workers that use different state folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+# v1 controllers that a job joins; "freezer" is what makes a kill race-free.
+V1_CONTROLLERS = ("freezer", "memory", "pids", "cpu")
+
+
+@dataclass(frozen=True)
+class JobCgroup:
+    """The control group folders of one job."""
+
+    version: int
+    # The folder of each v1 controller that the job joins, or of "" on v2.
+    dirs: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "dirs": self.dirs}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobCgroup:
+        return cls(version=int(data["version"]), dirs=dict(data["dirs"]))
+
+    def _dir_of(self, controller: str) -> str | None:
+        if self.version == 2:
+            return self.dirs[""]
+        return self.dirs.get(controller)
+
+    @property
+    def _procs_dir(self) -> str:
+        return self._dir_of("freezer") or next(iter(self.dirs.values()))
+
+    def create(self) -> None:
+        for path in self.dirs.values():
+            os.makedirs(path, mode=0o755, exist_ok=True)
+
+    def join(self, pid: int) -> None:
+        """Move ``pid`` into every folder of the group."""
+        for path in self.dirs.values():
+            with open(os.path.join(path, "cgroup.procs"), "w") as procs:
+                procs.write(str(pid))
+
+    def pids(self) -> list[int]:
+        try:
+            with open(os.path.join(self._procs_dir, "cgroup.procs")) as procs:
+                return [int(line) for line in procs if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def signal_all(self, signum: int) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def kill_all(self, attempts: int = 50) -> bool:
+        """SIGKILL every process of the group; return True once it is empty."""
+        for _ in range(attempts):
+            if not self.pids():
+                return True
+            if self.version == 2:
+                _write(os.path.join(self.dirs[""], "cgroup.kill"), "1")
+            else:
+                self._freeze_and_kill()
+            time.sleep(0.01)
+        return not self.pids()
+
+    def _freeze_and_kill(self) -> None:
+        freezer = self._dir_of("freezer")
+        if freezer is None:
+            self.signal_all(signal.SIGKILL)
+            return
+        state = os.path.join(freezer, "freezer.state")
+        _write(state, "FROZEN")
+        # Freezing is asynchronous; a process in uninterruptible sleep can hold it
+        # in FREEZING. The kill goes ahead after a short wait either way, because a
+        # SIGKILL stays pending and takes effect at the thaw.
+        deadline = time.monotonic() + 1.0
+        while _read(state) != "FROZEN" and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self.signal_all(signal.SIGKILL)
+        _write(state, "THAWED")
+
+    def oom_killed(self) -> bool:
+        """Return True when the kernel killed a process of the group for memory."""
+        memory = self._dir_of("memory")
+        if memory is None:
+            return False
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        try:
+            text = _read(os.path.join(memory, name))
+        except OSError:
+            return False
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value) > 0
+        return False
+
+    def remove(self) -> None:
+        """Remove the group's folders; a group that still has processes stays."""
+        for path in self.dirs.values():
+            for _ in range(100):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as error:
+                    # The last tasks may take a moment to leave after they died.
+                    if error.errno != errno.EBUSY:
+                        break
+                    time.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class CgroupHost:
+    """Where this worker makes job groups, as found once at start."""
+
+    version: int
+    # The folder for job groups in each controller's hierarchy ("" on v2).
+    bases: dict[str, str]
+
+    def for_job(self, job_id: int) -> JobCgroup:
+        dirs = {
+            controller: os.path.join(base, f"job-{job_id}")
+            for controller, base in self.bases.items()
+        }
+        return JobCgroup(version=self.version, dirs=dirs)
+
+
+def detect(tag_source: str) -> tuple[CgroupHost | None, str]:
+    """Find where job groups can be made; return the host, or None and the reason."""
+    tag = "alps-" + hashlib.sha256(tag_source.encode()).hexdigest()[:8]
+    own = _own_groups()
+    mounts = _cgroup_mounts()
+
+    v1_bases = {}
+    for controller in V1_CONTROLLERS:
+        if controller in mounts and controller in own:
+            mount_point, mount_root = mounts[controller]
+            v1_bases[controller] = _join(mount_point, mount_root, own[controller], tag)
+    if "freezer" in v1_bases:
+        problem = _make_bases(v1_bases)
+        if problem is None:
+            return CgroupHost(version=1, bases=v1_bases), "cgroup v1"
+        return None, problem
+
+    if "" in mounts and "" in own:
+        mount_point, mount_root = mounts[""]
+        bases = {"": _join(mount_point, mount_root, own[""], tag)}
+        problem = _make_bases(bases)
+        if problem is None:
+            return CgroupHost(version=2, bases=bases), "cgroup v2"
+        return None, problem
+    return None, "no cgroup v1 freezer or cgroup v2 hierarchy is mounted"
+
+
+def _make_bases(bases: dict[str, str]) -> str | None:
+    for base in bases.values():
+        try:
+            os.makedirs(base, mode=0o755, exist_ok=True)
+        except OSError as error:
+            return f"cannot create {base}: {error.strerror}"
+    return None
+
+
+def _join(mount_point: str, mount_root: str, own_path: str, tag: str) -> str:
+    # Inside a cgroup namespace the mount's root and the process's path may share
+    # a prefix; the part below the mount root is what lies under the mount point.
+    relative = own_path
+    if mount_root != "/" and own_path.startswith(mount_root):
+        relative = own_path[len(mount_root) :]
+    return os.path.join(mount_point, relative.lstrip("/"), tag)
+
+
+def _own_groups() -> dict[str, str]:
+    """Map each controller (``""`` for v2) to this process's group path."""
+    groups: dict[str, str] = {}
+    with open("/proc/self/cgroup") as lines:
+        for line in lines:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                groups[controller] = path
+    return groups
+
+
+def _cgroup_mounts() -> dict[str, tuple[str, str]]:
+    """Map each mounted controller (``""`` for v2) to (mount point, mount root)."""
+    mounts: dict[str, tuple[str, str]] = {}
+    with open("/proc/self/mountinfo") as lines:
+        for line in lines:
+            fields = line.split()
+            separator = fields.index("-")
+            fstype, options = fields[separator + 1], fields[separator + 3]
+            root, mount_point = fields[3], fields[4]
+            if fstype == "cgroup2":
+                mounts.setdefault("", (mount_point, root))
+            elif fstype == "cgroup":
+                for option in options.split(","):
+                    mounts.setdefault(option, (mount_point, root))
+    return mounts
+
+
+def _read(path: str) -> str:
+    with open(path) as file:
+        return file.read().strip()
+
+
+def _write(path: str, text: str) -> None:
+    with contextlib.suppress(FileNotFoundError), open(path, "w") as file:
+        file.write(text)

@@ -1,0 +1,1 @@
+"""The ``alps`` command-line client."""

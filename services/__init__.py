@@ -1,0 +1,1 @@
+"""The ALPS services: the worker and the HTTPS API."""

@@ -1,0 +1,1 @@
+"""The HTTPS API: mutual TLS, the ACL, and the job endpoints."""

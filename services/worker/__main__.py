@@ -1,0 +1,5 @@
+import sys
+
+from alps.services.worker.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``alps-dashboard`` live view of jobs."""
