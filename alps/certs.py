@@ -80,9 +80,7 @@ def issue_server(ca: Issued, hosts: list[str], days: int = LEAF_DAYS) -> Issued:
         except ValueError:
             names.append(x509.DNSName(host))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
-    return _issue(
-        ca, subject, names, ExtendedKeyUsageOID.SERVER_AUTH, _validity(days)
-    )
+    return _issue(ca, subject, names, ExtendedKeyUsageOID.SERVER_AUTH, _validity(days))
 
 
 def issue_client(
@@ -142,7 +140,9 @@ def _issue(
         )
     )
     if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(names), critical=False
+        )
     return Issued(builder.sign(ca.key, hashes.SHA256()), key)
 
 

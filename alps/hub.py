@@ -271,7 +271,9 @@ class Hub:
         if record is None:
             cgroup = None if self._cgroups is None else self._cgroups.for_job(job.id)
             files.kill_leftovers(cgroup)
-            record = lost_record("the job's supervisor was gone when the worker started")
+            record = lost_record(
+                "the job's supervisor was gone when the worker started"
+            )
         self._finish(job, record)
 
     def _on_supervisor_exit(self, job_id: int) -> None:
@@ -371,7 +373,7 @@ def _check_caller(identity: object, role: object) -> tuple[str, Role]:
     if not isinstance(identity, str) or not identity.strip():
         raise AlpsError("the caller's identity is missing")
     try:
-        return identity.lower(), Role(role)
+        return identity.lower(), Role(str(role))
     except ValueError:
         raise AlpsError(f"invalid caller role {role!r}") from None
 
@@ -390,4 +392,3 @@ def _expired(job: Job, now: float) -> bool:
 
 def _start_body(job: Job) -> dict[str, Any]:
     return {"jobID": job.id, "owner": job.owner, "startTime": rfc3339(job.start_time)}
-

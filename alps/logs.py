@@ -12,7 +12,9 @@ import logging
 import sys
 import time
 
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@.-_/:+,")
+_PLAIN = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@.-_/:+,"
+)
 
 
 def event(name: str, **fields: object) -> str:
@@ -30,17 +32,17 @@ def event(name: str, **fields: object) -> str:
 
 
 class _UtcFormatter(logging.Formatter):
-    converter = time.gmtime
-
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
 
 
 def setup(service: str, level: int = logging.INFO) -> None:
     """Send log lines to stderr as ``TIME LEVEL service: event key=value ...``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UtcFormatter(f"%(asctime)s %(levelname)s {service}: %(message)s"))
+    handler.setFormatter(
+        _UtcFormatter(f"%(asctime)s %(levelname)s {service}: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

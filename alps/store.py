@@ -56,7 +56,9 @@ class JobStore:
 
     def load_all(self) -> list[Job]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY id").fetchall()
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs ORDER BY id"
+            ).fetchall()
         return [_job_from_row(row) for row in rows]
 
     def insert(

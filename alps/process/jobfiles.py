@@ -48,7 +48,7 @@ class JobFiles:
         return data if isinstance(data, dict) else None
 
     def read_tail(self, stream: str, limit: int) -> tuple[int, int, bytes]:
-        """Return (size, offset, data): at most ``limit`` bytes from the stream's end."""
+        """Return (size, offset, data) for at most ``limit`` bytes at the end."""
         try:
             fd = os.open(self.folder / stream, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -170,4 +170,3 @@ class Runner:
     def watched(self) -> list[int]:
         with self._fds_lock:
             return list(self._pidfds)
-

@@ -95,7 +95,7 @@ class Supervisor:
                 self._write_pids()
                 self._watch(pipes)
             self._finish()
-        except BaseException as error:  # noqa: BLE001 - the record must be written
+        except BaseException as error:
             self.reason = self.reason or f"supervisor failed: {error!r}"
             with contextlib.suppress(BaseException):
                 self._finish()
@@ -179,7 +179,7 @@ class Supervisor:
                 os.setuid(user["uid"])
             os.chdir(self.spec["cwd"])
             os.execve(SHELL, ["sh", "-c", self.spec["command"]], self.spec["env"])
-        except BaseException as error:  # noqa: BLE001 - reported through the pipe
+        except BaseException as error:
             message = getattr(error, "strerror", None) or repr(error)
             with contextlib.suppress(BaseException):
                 os.write(status_write, f"{SHELL}: {message}".encode())

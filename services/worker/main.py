@@ -107,7 +107,9 @@ def _lock_state_dir(state_dir: Path) -> int:
             f"state folder {state_dir} is writable by others (mode {mode:o}); "
             f"make it private with: chmod 700 {state_dir}"
         )
-    fd = os.open(state_dir / "worker.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(
+        state_dir / "worker.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -41,7 +41,9 @@ def _group_id(group: str | None) -> int | None:
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise SocketError(f"socket_group {group!r} is not a group on this host") from None
+        raise SocketError(
+            f"socket_group {group!r} is not a group on this host"
+        ) from None
 
 
 def _check_folder(folder: Path) -> None:
@@ -65,7 +67,9 @@ def _clear_stale(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(info.st_mode):
-        raise SocketError(f"{path} exists and is not a socket; remove it or pick another")
+        raise SocketError(
+            f"{path} exists and is not a socket; remove it or pick another"
+        )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))

@@ -1,0 +1,247 @@
+"""The Sanic application: six endpoints, each a thin call to the worker's Hub.
+
+Every response is JSON with a ``status`` field equal to the HTTP status. Errors are
+``{"status": N, "error": "message"}``, also for unknown routes, wrong methods and
+failures inside ALPS, and never carry a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from sanic import Request, Sanic
+from sanic.exceptions import MethodNotAllowed, NotFound, SanicException
+from sanic.handlers import ErrorHandler
+from sanic.response import HTTPResponse
+from sanic.response import json as json_response
+
+from alps.acl import Acl, Role, load_acl
+from alps.config import ApiConfig
+from alps.errors import AlpsError, ConfigError, InvalidRequest, NotAuthorized
+from alps.hub import MAX_JOB_ID
+from alps.ipc import WorkerClient
+from alps.logs import event
+from alps.services.api.identity import identity_from_peercert
+
+logger = logging.getLogger("alps.api")
+
+# Threads that make blocking calls to the worker; each holds one worker connection.
+WORKER_THREADS = 64
+
+
+@dataclass(frozen=True)
+class Caller:
+    identity: str
+    role: Role
+
+
+class Api:
+    """The state behind the endpoints: the ACL in force and the worker client."""
+
+    def __init__(self, config: ApiConfig, acl: Acl, worker: WorkerClient) -> None:
+        self.config = config
+        self.acl = acl
+        self.worker = worker
+        self.pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="alps-rpc")
+
+    def caller(self, request: Request) -> Caller:
+        """Return the authenticated caller; raise NotAuthorized (401) otherwise."""
+        cached = getattr(request.ctx, "caller", None)
+        if cached is not None:
+            return cached
+        peercert = request.transport.get_extra_info("peercert")
+        identity = identity_from_peercert(peercert)
+        request.ctx.identity = identity
+        role = self.acl.role_of(identity)
+        if role is None:
+            raise NotAuthorized()
+        request.ctx.caller = Caller(identity, role)
+        return request.ctx.caller
+
+    async def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking worker call on the thread pool, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, partial(method, *args))
+
+    def reload_acl(self) -> None:
+        """Load the ACL file again; keep the old one if the new one is invalid."""
+        try:
+            acl = load_acl(self.config.acl)
+        except ConfigError as error:
+            logger.error(event("acl reload failed", error=str(error)))
+            return
+        self.acl = acl
+        logger.info(event("acl reloaded", file=self.config.acl, users=len(acl.roles)))
+
+
+def create_app(api: Api, name: str = "alps") -> Sanic:
+    app = Sanic(name, configure_logging=False, error_handler=JsonErrorHandler(api))
+    app.config.REQUEST_MAX_SIZE = api.config.max_body_size
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.NOISY_EXCEPTIONS = False
+    app.ctx.api = api
+
+    @app.post("/start")
+    async def start(request: Request) -> HTTPResponse:
+        caller = api.caller(request)
+        command = _command_from_body(request.body)
+        result = await api.call(api.worker.start, caller.identity, caller.role, command)
+        return reply(request, result)
+
+    @app.post("/stop/<job_id:str>")
+    async def stop(request: Request, job_id: str) -> HTTPResponse:
+        caller = api.caller(request)
+        checked = parse_job_id(job_id)
+        result = await api.call(api.worker.stop, caller.identity, caller.role, checked)
+        return reply(request, result)
+
+    @app.get("/status/<job_id:str>")
+    async def status(request: Request, job_id: str) -> HTTPResponse:
+        caller = api.caller(request)
+        checked = parse_job_id(job_id)
+        result = await api.call(
+            api.worker.status, caller.identity, caller.role, checked
+        )
+        return reply(request, result)
+
+    @app.get("/output/<job_id:str>")
+    async def output(request: Request, job_id: str) -> HTTPResponse:
+        caller = api.caller(request)
+        checked = parse_job_id(job_id)
+        result = await api.call(
+            api.worker.output, caller.identity, caller.role, checked
+        )
+        for stream in ("stdoutBytes", "stderrBytes"):
+            result[stream] = base64.b64encode(result[stream]).decode("ascii")
+        return reply(request, result)
+
+    @app.get("/list")
+    async def list_jobs(request: Request) -> HTTPResponse:
+        caller = api.caller(request)
+        jobs = await api.call(api.worker.list, caller.identity, caller.role)
+        return reply(request, {"jobs": jobs})
+
+    @app.post("/take/<job_id:str>")
+    async def take(request: Request, job_id: str) -> HTTPResponse:
+        caller = api.caller(request)
+        checked = parse_job_id(job_id)
+        result = await api.call(api.worker.take, caller.identity, caller.role, checked)
+        return reply(request, result)
+
+    @app.before_server_start
+    async def watch_hangup(app: Sanic) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, api.reload_acl)
+
+    @app.on_request
+    async def note_start(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
+
+    return app
+
+
+def reply(request: Request, body: dict[str, Any], status: int = 200) -> HTTPResponse:
+    """Send ``body`` with its ``status`` field, and log the request in one line."""
+    started = getattr(request.ctx, "started", None) if request else None
+    logger.info(
+        event(
+            "request",
+            method=request.method if request else None,
+            path=request.path if request else None,
+            identity=getattr(request.ctx, "identity", None) if request else None,
+            status=status,
+            ms=None
+            if started is None
+            else f"{(time.perf_counter() - started) * 1000:.1f}",
+        )
+    )
+    return json_response({"status": status, **body}, status=status)
+
+
+def parse_job_id(text: str) -> int:
+    """Return the job ID in a path; raise InvalidRequest naming the bad value."""
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    if not text.isascii() or not text.isdigit():
+        raise InvalidRequest(f"invalid job ID {shown!r}: must be a positive integer")
+    job_id = int(text)
+    if not 0 < job_id <= MAX_JOB_ID:
+        raise InvalidRequest(
+            f"invalid job ID {shown!r}: must be from 1 to {MAX_JOB_ID}"
+        )
+    return job_id
+
+
+def _command_from_body(body: bytes) -> str:
+    if not body:
+        raise InvalidRequest('request body is empty: send {"job": "COMMAND"}')
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidRequest(f"request body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest('request body must be a JSON object: {"job": "COMMAND"}')
+    unknown = sorted(set(data) - {"job"})
+    if unknown:
+        raise InvalidRequest(f"unknown field {unknown[0]!r} in the request body")
+    if "job" not in data:
+        raise InvalidRequest("field 'job' is missing")
+    command = data["job"]
+    if not isinstance(command, str):
+        raise InvalidRequest("field 'job' must be a string")
+    if not command.strip():
+        raise InvalidRequest("field 'job' must not be empty")
+    return command
+
+
+class JsonErrorHandler(ErrorHandler):
+    """Turn every exception into the ``{"status", "error"}`` body."""
+
+    def __init__(self, api: Api) -> None:
+        super().__init__()
+        self.api = api
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        status, message = self._describe(request, exception)
+        return reply(request, {"error": message}, status=status)
+
+    def _describe(self, request: Request, exception: Exception) -> tuple[int, str]:
+        if isinstance(exception, AlpsError):
+            return exception.status, exception.message
+        if isinstance(exception, NotFound | MethodNotAllowed) and request is not None:
+            # Unknown routes are for authorized callers only, like everything else.
+            try:
+                self.api.caller(request)
+            except NotAuthorized as refusal:
+                return refusal.status, refusal.message
+            if isinstance(exception, MethodNotAllowed):
+                return 405, f"method {request.method} is not allowed on {request.path}"
+            return 404, f"no such endpoint: {request.method} {request.path}"
+        if isinstance(exception, SanicException) and exception.status_code < 500:
+            return exception.status_code, _sanic_message(exception)
+        logger.error(
+            event(
+                "request failed",
+                path=request.path if request else None,
+                error=repr(exception),
+            ),
+            exc_info=exception,
+        )
+        return 500, "internal error: the request could not be completed"
+
+
+def _sanic_message(exception: SanicException) -> str:
+    text = str(exception.args[0]) if exception.args else ""
+    return (
+        text.rstrip(".").lower()
+        if text
+        else f"request failed ({exception.status_code})"
+    )
