@@ -49,8 +49,12 @@ def make_server(
     """Start servers of a test's own, with worker settings; all stop at the end."""
     with contextlib.ExitStack() as stack:
 
-        def make(**worker_settings: Any) -> AlpsServer:
+        def make(
+            extra_users: dict[str, str] | None = None, **worker_settings: Any
+        ) -> AlpsServer:
             folder = tmp_path_factory.mktemp("alps")
-            return stack.enter_context(running_server(folder, pki, **worker_settings))
+            return stack.enter_context(
+                running_server(folder, pki, extra_users, **worker_settings)
+            )
 
         yield make

@@ -79,6 +79,8 @@ class AlpsServer:
     folder: Path
     pki: Pki
     worker_settings: dict[str, Any]
+    # ACL entries beyond the standard users: identity -> role.
+    extra_users: dict[str, str] = field(default_factory=dict)
     port: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -108,7 +110,8 @@ class AlpsServer:
 
     def write_config(self) -> None:
         (self.folder / "run").mkdir(mode=0o700, exist_ok=True)
-        acl = {"users": {email: {"role": role} for email, role in USERS.values()}}
+        users = dict(USERS.values()) | self.extra_users
+        acl = {"users": {email: {"role": role} for email, role in users.items()}}
         (self.folder / "acl.toml").write_text(tomli_w.dumps(acl))
         worker = {
             "socket": str(self.socket_path),
@@ -225,9 +228,17 @@ def client_context(pki: Pki, name: str) -> ssl.SSLContext:
 
 @contextlib.contextmanager
 def running_server(
-    folder: Path, pki: Pki, **worker_settings: Any
+    folder: Path,
+    pki: Pki,
+    extra_users: dict[str, str] | None = None,
+    **worker_settings: Any,
 ) -> Iterator[AlpsServer]:
-    server = AlpsServer(folder=folder, pki=pki, worker_settings=worker_settings)
+    server = AlpsServer(
+        folder=folder,
+        pki=pki,
+        worker_settings=worker_settings,
+        extra_users=extra_users or {},
+    )
     try:
         server.start()
         yield server

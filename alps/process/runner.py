@@ -95,8 +95,11 @@ class Runner:
     def _start_spawner(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        # -I keeps the working folder and PYTHON* variables out of the spawner's
+        # import path, so it runs the installed ALPS and nothing else.
+        command = [sys.executable, "-I", "-m", "alps.process.spawner"]
         self._spawner = subprocess.Popen(
-            [sys.executable, "-m", "alps.process.spawner", str(theirs.fileno())],
+            [*command, str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
