@@ -1,0 +1,123 @@
+"""The job commands: ``start``, ``stop``, ``status``, ``output``, ``list``, ``take``.
+
+Each sends one API call and prints the reply for a person, or, with ``--json``,
+prints the API's JSON body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from alps.cli import display
+from alps.cli.config import load_config, require_complete
+from alps.cli.errors import CommandError
+from alps.client import STREAMS, ApiClient
+from alps.config import format_duration
+from alps.timefmt import parse_rfc3339
+
+
+def connect() -> ApiClient:
+    """Open a client with the settings of the config file, once they are complete."""
+    config = load_config()
+    require_complete(config)
+    assert config.address and config.ca and config.cert and config.key
+    return ApiClient(config.address, config.ca, config.cert, config.key)
+
+
+def print_json(body: dict[str, Any]) -> None:
+    print(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+def run_start(args: argparse.Namespace) -> int:
+    command = " ".join(args.command)
+    if not command.strip():
+        raise CommandError("the command is empty; give one, such as: alps start 'ls'")
+    with connect() as client:
+        body = client.start(command)
+    if args.json:
+        print_json(body)
+    else:
+        owner = display.printable(body.get("owner"))
+        print(f"Started Job {body.get('jobID')} for {owner}")
+    return 0
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    with connect() as client:
+        body = client.stop(args.id)
+    if args.json:
+        print_json(body)
+    else:
+        print(f"Stopped Job {body.get('jobID')}.{_retention_sentence(body)}")
+    return 0
+
+
+def _retention_sentence(body: dict[str, Any]) -> str:
+    try:
+        stop_time = parse_rfc3339(body["stopTime"])
+        expires = parse_rfc3339(body["outputExpires"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    seconds = max((expires - stop_time).total_seconds(), 0)
+    return f" Output will be available for {format_duration(seconds)}."
+
+
+def run_status(args: argparse.Namespace) -> int:
+    with connect() as client:
+        body = client.status(args.id)
+    if args.json:
+        print_json(body)
+    else:
+        print("\n".join(display.status_lines(body)))
+    return 0
+
+
+def run_output(args: argparse.Namespace) -> int:
+    with connect() as client:
+        if args.json:
+            print_json(client.output(args.id, decode=False))
+            return 0
+        body = client.output(args.id)
+        targets = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+        for stream in STREAMS:
+            target = targets[stream]
+            if body.get(f"{stream}Offset"):
+                # The JSON reply holds only the stream's end when it is large;
+                # the raw endpoint sends the whole stream.
+                for chunk in client.read_stream(args.id, stream):
+                    target.write(chunk)
+            else:
+                target.write(body[f"{stream}Bytes"])
+            target.flush()
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with connect() as client:
+        body = client.list()
+    if args.json:
+        print_json(body)
+        return 0
+    jobs = body.get("jobs") or []
+    if not jobs:
+        print("No jobs.")
+        return 0
+    print("\n".join(display.job_table(jobs, display.output_width())))
+    return 0
+
+
+def run_take(args: argparse.Namespace) -> int:
+    with connect() as client:
+        body = client.take(args.id)
+    if args.json:
+        print_json(body)
+    else:
+        old_owner = display.printable(body.get("oldOwner"))
+        owner = display.printable(body.get("owner"))
+        print(
+            f"Took Job {body.get('jobID')} from {old_owner}. Its owner is now {owner}."
+        )
+    return 0
