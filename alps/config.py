@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from alps.errors import ConfigError
+from alps.limits import Limits, parse_limits
+from alps.process.cgroups import MODES as CGROUP_MODES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -49,6 +51,11 @@ def format_duration(seconds: float) -> str:
     return f"{count} second" + ("" if count == 1 else "s")
 
 
+# Without a pids limit, one fork bomb in one job would stop every job on the host.
+DEFAULT_LIMITS = Limits(pids=4096)
+NO_LIMITS = Limits()
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     socket: Path
@@ -65,6 +72,13 @@ class WorkerConfig:
     output_json_max: int = 16 * 1024 * 1024
     # Longest command accepted, in bytes of UTF-8.
     max_command_length: int = 64 * 1024
+    # Which cgroup interface jobs use: "auto", "v1", "v2" or "off".
+    cgroups: str = "auto"
+    # Limits that every job gets unless its start request sets its own.
+    limits: Limits = DEFAULT_LIMITS
+    # The highest limits a user may request; unset ones default to ``limits``.
+    # Admins may request more.
+    max_limits: Limits = NO_LIMITS
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,21 @@ class _Section:
             return parse_duration(self.table[key])
         except ValueError as error:
             raise self.fail(key, str(error)) from None
+
+    def limits(self, key: str, default: Limits) -> Limits:
+        table = self.get(key, dict)
+        if table is None:
+            return default
+        try:
+            return default.overridden_by(parse_limits(table, key))
+        except ValueError as error:
+            raise ConfigError(f"{self.path}: [{self.name}] {error}") from None
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            raise self.fail(key, f"invalid value {value!r}: use one of {choices}")
+        return value
 
     def size(self, key: str, default: int) -> int:
         value = self.get(key, int, default)
@@ -196,6 +225,9 @@ def _load_worker(section: _Section) -> WorkerConfig:
         max_command_length=section.size(
             "max_command_length", WorkerConfig.max_command_length
         ),
+        cgroups=section.choice("cgroups", CGROUP_MODES, WorkerConfig.cgroups),
+        limits=section.limits("limits", WorkerConfig.limits),
+        max_limits=section.limits("max_limits", WorkerConfig.max_limits),
     )
     section.check_unknown()
     # A Unix socket path is limited to 107 bytes by the kernel's sockaddr_un.

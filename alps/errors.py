@@ -23,10 +23,16 @@ class AlpsError(Exception):
     """An error with a message that is safe to show to the caller."""
 
     status = 500
+    default_message = "internal error: the request could not be completed"
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self, message: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        message = message or self.default_message
         super().__init__(message)
         self.message = message
+        # Response headers that go with the error, such as Content-Range on 416.
+        self.headers = headers or {}
 
 
 class InvalidRequest(AlpsError):
@@ -35,9 +41,7 @@ class InvalidRequest(AlpsError):
 
 class NotAuthorized(AlpsError):
     status = 401
-
-    def __init__(self, message: str = "you are not authorized to perform that action"):
-        super().__init__(message)
+    default_message = "you are not authorized to perform that action"
 
 
 class Forbidden(AlpsError):
@@ -46,9 +50,7 @@ class Forbidden(AlpsError):
 
 class JobNotFound(AlpsError):
     status = 404
-
-    def __init__(self, message: str = "no job found with that ID") -> None:
-        super().__init__(message)
+    default_message = "no job found with that ID"
 
 
 class PayloadTooLarge(AlpsError):

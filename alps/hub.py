@@ -26,6 +26,7 @@ from alps.acl import Role
 from alps.config import WorkerConfig
 from alps.errors import AlpsError, Forbidden, InvalidRequest, JobNotFound
 from alps.jobs import Job, JobStatus
+from alps.limits import first_over, parse_limits
 from alps.logs import event
 from alps.process.cgroups import CgroupHost
 from alps.process.environment import (
@@ -33,14 +34,20 @@ from alps.process.environment import (
     job_environment,
     working_folder,
 )
-from alps.process.jobfiles import JobFiles, lost_record
+from alps.process.jobfiles import STREAMS, JobFiles, lost_record
 from alps.process.runner import Runner, SpawnError
+from alps.process.watcher import OutputWatcher
 from alps.store import JobStore
 from alps.timefmt import rfc3339
 
 logger = logging.getLogger(__name__)
 
 MAX_JOB_ID = 2**63 - 1  # SQLite's largest integer key
+# The most bytes one read call returns: large enough to stream fast, small enough
+# that a few calls in flight keep the worker's and the API's memory low.
+READ_CHUNK = 4 << 20
+# The most output streams that one wait_any call may watch.
+MAX_WATCHES = 10_000
 # How long past the stop grace a stop call waits before it reports a failure.
 STOP_WAIT_MARGIN = 10.0
 
@@ -61,6 +68,8 @@ class Hub:
         self._prune_wake = threading.Event()
         self._closing = threading.Event()
         self._runner = Runner(on_exit=self._on_supervisor_exit)
+        self._watcher = OutputWatcher()
+        self._wake_generation = 0
         self._pruner = threading.Thread(
             target=self._prune_loop, name="alps-pruner", daemon=True
         )
@@ -89,6 +98,7 @@ class Hub:
         self._closing.set()
         self._prune_wake.set()
         self._runner.close()
+        self._watcher.close()
         self._pruner.join(timeout=5)
 
     def running_count(self) -> int:
@@ -110,10 +120,9 @@ class Hub:
         limits: dict | None = None,
     ) -> dict[str, Any]:
         """Start ``command`` for ``identity``; return the new job's ID and owner."""
-        owner, _ = _check_caller(identity, role)
+        owner, caller_role = _check_caller(identity, role)
         checked = self._check_command(command)
-        if limits:
-            raise InvalidRequest("field 'limits' is not supported by this worker")
+        job_limits = self._check_limits(limits, caller_role)
         if request_id is not None:
             earlier = self._store.find_request(request_id)
             if earlier is not None and earlier in self._jobs:
@@ -121,8 +130,16 @@ class Hub:
 
         start_time = time.time()
         with self._table_lock:
-            job_id = self._store.insert(checked, owner, start_time, request_id)
-            job = Job(id=job_id, command=checked, owner=owner, start_time=start_time)
+            job_id = self._store.insert(
+                checked, owner, start_time, request_id, job_limits
+            )
+            job = Job(
+                id=job_id,
+                command=checked,
+                owner=owner,
+                start_time=start_time,
+                limits=job_limits,
+            )
             self._add_unlocked(job)
         try:
             with job.lock:
@@ -177,6 +194,89 @@ class Hub:
         return body
 
     @expose
+    def read(
+        self,
+        identity: str,
+        role: str,
+        job_id: object,
+        stream: object,
+        offset: object,
+        length: object,
+    ) -> dict[str, Any]:
+        """Return a window of a job's raw stdout or stderr.
+
+        The result holds ``size`` (the whole stream's size now), ``data`` (at most
+        ``length`` bytes from ``offset``, and never more than READ_CHUNK) and the
+        job's ``jobStatus`` as it was before the read, so a reader that sees
+        ``stopped`` knows that no byte follows the ones it got.
+        """
+        job = self._visible_job(identity, role, job_id)
+        if stream not in STREAMS:
+            raise InvalidRequest(f"invalid stream {stream!r}: use stdout or stderr")
+        start = _check_count(offset, "offset")
+        count = min(_check_count(length, "limit"), READ_CHUNK)
+        with job.lock:
+            status = job.status.value
+        size, data = JobFiles(self._jobs_dir, job.id).read_window(
+            str(stream), start, count
+        )
+        self._visible_job(identity, role, job_id)
+        return {"size": size, "data": data, "jobStatus": status}
+
+    @expose
+    def wait_any(self, watches: object, timeout: object) -> list[int]:
+        """Wait until one of several output streams has more to read.
+
+        Each watch is ``[identity, role, job_id, stream, offset]``. Return the
+        indices of the watches that are ready, because their stream is longer
+        than ``offset``, their job has stopped, or the caller may no longer see
+        the job. Return ``[]`` after ``timeout`` seconds (at most 30) or when
+        ``wake`` is called, whichever comes first.
+        """
+        checks = self._watch_checks(watches)
+        seconds = min(max(_check_number(timeout, "timeout"), 0.0), 30.0)
+        deadline = time.monotonic() + seconds
+        generation = self._wake_generation
+        with self._watcher.changed:
+            while True:
+                ready = [index for index, check in enumerate(checks) if check()]
+                remaining = deadline - time.monotonic()
+                if ready or remaining <= 0 or generation != self._wake_generation:
+                    return ready
+                self._watcher.changed.wait(remaining)
+
+    @expose
+    def wake(self) -> None:
+        """End every ``wait_any`` call in progress, so callers can change watches."""
+        with self._watcher.changed:
+            self._wake_generation += 1
+            self._watcher.changed.notify_all()
+
+    def _watch_checks(self, watches: object) -> list[Any]:
+        if not isinstance(watches, list) or len(watches) > MAX_WATCHES:
+            raise InvalidRequest(f"watches must be a list of at most {MAX_WATCHES}")
+        checks = []
+        for watch in watches:
+            if not isinstance(watch, list) or len(watch) != 5:
+                raise InvalidRequest(
+                    "each watch must be [identity, role, job_id, stream, offset]"
+                )
+            identity, role, job_id, stream, offset = watch
+            try:
+                job = self._visible_job(identity, role, job_id)
+            except JobNotFound:
+                checks.append(lambda: True)
+                continue
+            if stream not in STREAMS:
+                raise InvalidRequest(f"invalid stream {stream!r}: use stdout or stderr")
+            position = _check_count(offset, "offset")
+            files = JobFiles(self._jobs_dir, job.id)
+            if job.is_running:
+                self._watcher.watch(job.id, files.folder)
+            checks.append(_grown_or_stopped(job, files, str(stream), position))
+        return checks
+
+    @expose
     def list(self, identity: str, role: str) -> list[dict[str, Any]]:
         """Return the status of each of the caller's own jobs, oldest first."""
         owner, _ = _check_caller(identity, role)
@@ -227,6 +327,31 @@ class Hub:
             )
         return command
 
+    def _check_limits(self, data: object, role: Role) -> dict[str, Any]:
+        """Return the limits a new job gets: the defaults, then what it asks for."""
+        try:
+            requested = parse_limits(data, "limits")
+        except ValueError as error:
+            raise InvalidRequest(f"field {error}") from None
+        supported = self._cgroups.limits if self._cgroups else frozenset()
+        unsupported = sorted(requested.names() - supported)
+        if unsupported:
+            raise InvalidRequest(
+                f"field 'limits.{unsupported[0]}': this worker cannot apply "
+                f"{unsupported[0]} limits (no cgroup controller for them)"
+            )
+        if role is not Role.ADMIN:
+            ceiling = self._config.limits.overridden_by(self._config.max_limits)
+            over = first_over(requested, ceiling)
+            if over is not None:
+                name, value, cap = over
+                raise InvalidRequest(
+                    f"field 'limits.{name}': {value} is above the maximum of {cap} "
+                    f"for users"
+                )
+        defaults = self._config.limits.only(supported)
+        return defaults.overridden_by(requested).to_dict()
+
     def _visible_job(self, identity: str, role: str, job_id: object) -> Job:
         """Return the job if the caller may see it; raise JobNotFound otherwise."""
         owner, caller_role = _check_caller(identity, role)
@@ -254,6 +379,7 @@ class Hub:
             "stop_grace": self._config.stop_grace,
             "cgroup": None if cgroup is None else cgroup.to_dict(),
             "user": None,
+            "limits": job.limits,
         }
         return self._runner.spawn(job.id, spec)
 
@@ -302,6 +428,7 @@ class Hub:
             )
             self._store.save_end(job)
             job.lock.notify_all()
+        self._watcher.unwatch(job.id)
         assert job.output_expires is not None
         with self._table_lock:
             heapq.heappush(self._expiry, (job.output_expires, job.id))
@@ -384,6 +511,25 @@ def _check_job_id(job_id: object) -> int:
     if not 0 < job_id <= MAX_JOB_ID:
         raise InvalidRequest(f"invalid job ID {job_id}: must be from 1 to {MAX_JOB_ID}")
     return job_id
+
+
+def _grown_or_stopped(job: Job, files: JobFiles, stream: str, offset: int) -> Any:
+    def check() -> bool:
+        return not job.is_running or files.size(stream) > offset
+
+    return check
+
+
+def _check_number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"invalid {name} {value!r}: must be a number")
+    return float(value)
+
+
+def _check_count(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequest(f"invalid {name} {value!r}: must be a whole number >= 0")
+    return value
 
 
 def _expired(job: Job, now: float) -> bool:

@@ -40,11 +40,12 @@ def _error_to_dict(error: object) -> dict[str, Any]:
         "__class__": f"{cls.__module__}.{cls.__name__}",
         "__exception__": True,
         "message": error.message,
+        "headers": error.headers,
     }
 
 
 def _error_from_dict(classname: str, data: dict[str, Any]) -> AlpsError:
-    return REMOTE_ERRORS[classname](data["message"])
+    return REMOTE_ERRORS[classname](data["message"], data.get("headers"))
 
 
 def hub_uri(socket_path: str) -> str:
@@ -77,6 +78,23 @@ class WorkerClient:
 
     def output(self, identity: str, role: str, job_id: int) -> dict[str, Any]:
         return self._call("output", identity, role, job_id)
+
+    def read(
+        self,
+        identity: str,
+        role: str,
+        job_id: int,
+        stream: str,
+        offset: int,
+        length: int,
+    ) -> dict[str, Any]:
+        return self._call("read", identity, role, job_id, stream, offset, length)
+
+    def wait_any(self, watches: list[list[Any]], timeout: float) -> list[int]:
+        return self._call("wait_any", watches, timeout)
+
+    def wake(self) -> None:
+        self._call("wake")
 
     def list(self, identity: str, role: str) -> list[dict[str, Any]]:
         return self._call("list", identity, role)

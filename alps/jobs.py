@@ -31,6 +31,8 @@ class Job:
     # Why the job ended, when it did not end on its own: a stop request, a limit,
     # a full disk, or a supervisor lost while the worker was down.
     reason: str | None = None
+    # The limits applied to the job, as in a start request (memory in bytes).
+    limits: dict[str, Any] = field(default_factory=dict)
     # Notified whenever ``status`` changes, so that a stop can wait for the end.
     lock: threading.Condition = field(
         default_factory=threading.Condition, repr=False, compare=False
@@ -65,6 +67,8 @@ class Job:
             "startTime": rfc3339(self.start_time),
             "jobStatus": self.status.value,
         }
+        if self.limits:
+            body["limits"] = self.limits
         if self.status is JobStatus.STOPPED:
             assert self.stop_time is not None and self.output_expires is not None
             body["stopTime"] = rfc3339(self.stop_time)

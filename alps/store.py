@@ -10,9 +10,11 @@ a power loss may drop the last few commits.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from alps.jobs import Job, JobStatus
 
@@ -28,7 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     exit_code INTEGER,
     signal TEXT,
     reason TEXT,
-    request_id TEXT
+    request_id TEXT,
+    limits TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_request_id ON jobs (request_id)
     WHERE request_id IS NOT NULL;
@@ -36,7 +39,7 @@ CREATE INDEX IF NOT EXISTS jobs_request_id ON jobs (request_id)
 
 _COLUMNS = (
     "id, command, owner, start_time, status, stop_time, output_expires,"
-    " exit_code, signal, reason"
+    " exit_code, signal, reason, limits"
 )
 
 
@@ -49,6 +52,10 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "limits" not in columns:
+            # Files written before limits existed.
+            self._db.execute("ALTER TABLE jobs ADD COLUMN limits TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -62,14 +69,27 @@ class JobStore:
         return [_job_from_row(row) for row in rows]
 
     def insert(
-        self, command: str, owner: str, start_time: float, request_id: str | None
+        self,
+        command: str,
+        owner: str,
+        start_time: float,
+        request_id: str | None,
+        limits: dict[str, Any],
     ) -> int:
         """Store a new running job and return its ID."""
         with self._lock:
             cursor = self._db.execute(
-                "INSERT INTO jobs (command, owner, start_time, status, request_id)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (command, owner, start_time, JobStatus.RUNNING.value, request_id),
+                "INSERT INTO jobs"
+                " (command, owner, start_time, status, request_id, limits)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    command,
+                    owner,
+                    start_time,
+                    JobStatus.RUNNING.value,
+                    request_id,
+                    json.dumps(limits) if limits else None,
+                ),
             )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
@@ -121,4 +141,5 @@ def _job_from_row(row: tuple) -> Job:
         exit_code=row[7],
         signal=row[8],
         reason=row[9],
+        limits=json.loads(row[10]) if row[10] else {},
     )

@@ -51,9 +51,42 @@ class JobCgroup:
     def _procs_dir(self) -> str:
         return self._dir_of("freezer") or next(iter(self.dirs.values()))
 
-    def create(self) -> None:
+    def create(self, limits: dict[str, float]) -> None:
+        """Make the group's folders and write its limits.
+
+        ``limits`` may hold ``memory`` (bytes), ``cpu`` (CPUs, may be fractional)
+        and ``pids`` (processes). A limit that this group cannot apply raises
+        OSError, so no job runs with less protection than it asked for.
+        """
         for path in self.dirs.values():
             os.makedirs(path, mode=0o755, exist_ok=True)
+        for name, value in limits.items():
+            for file_name, text in self._limit_files(name, value):
+                with open(file_name, "w") as limit:
+                    limit.write(text)
+
+    def _limit_files(self, name: str, value: float) -> list[tuple[str, str]]:
+        controller = {"memory": "memory", "cpu": "cpu", "pids": "pids"}[name]
+        folder = self._dir_of(controller)
+        if folder is None:
+            raise OSError(errno.ENOTSUP, f"no {controller} controller for job groups")
+        period = 100_000  # microseconds; the kernel's default CFS period
+        if self.version == 2:
+            files = {
+                "memory": [("memory.max", str(int(value)))],
+                "cpu": [("cpu.max", f"{int(value * period)} {period}")],
+                "pids": [("pids.max", str(int(value)))],
+            }
+        else:
+            files = {
+                "memory": [("memory.limit_in_bytes", str(int(value)))],
+                "cpu": [
+                    ("cpu.cfs_period_us", str(period)),
+                    ("cpu.cfs_quota_us", str(int(value * period))),
+                ],
+                "pids": [("pids.max", str(int(value)))],
+            }
+        return [(os.path.join(folder, file), text) for file, text in files[name]]
 
     def join(self, pid: int) -> None:
         """Move ``pid`` into every folder of the group."""
@@ -133,6 +166,10 @@ class JobCgroup:
                     time.sleep(0.01)
 
 
+LIMIT_CONTROLLERS = ("memory", "cpu", "pids")
+MODES = ("auto", "v1", "v2", "off")
+
+
 @dataclass(frozen=True)
 class CgroupHost:
     """Where this worker makes job groups, as found once at start."""
@@ -140,6 +177,8 @@ class CgroupHost:
     version: int
     # The folder for job groups in each controller's hierarchy ("" on v2).
     bases: dict[str, str]
+    # The limits that job groups can apply: a subset of LIMIT_CONTROLLERS.
+    limits: frozenset[str]
 
     def for_job(self, job_id: int) -> JobCgroup:
         dirs = {
@@ -149,31 +188,85 @@ class CgroupHost:
         return JobCgroup(version=self.version, dirs=dirs)
 
 
-def detect(tag_source: str) -> tuple[CgroupHost | None, str]:
-    """Find where job groups can be made; return the host, or None and the reason."""
+def detect(tag_source: str, mode: str = "auto") -> tuple[CgroupHost | None, str]:
+    """Find where job groups can be made; return the host, or None and the reason.
+
+    ``mode`` is ``auto`` (v1 with a freezer where mounted, else v2), ``v1``,
+    ``v2`` or ``off``.
+    """
+    if mode == "off":
+        return None, "cgroups are turned off in the configuration"
     tag = "alps-" + hashlib.sha256(tag_source.encode()).hexdigest()[:8]
     own = _own_groups()
     mounts = _cgroup_mounts()
+    if mode in ("auto", "v1"):
+        host, problem = _detect_v1(tag, own, mounts)
+        if host is not None or mode == "v1":
+            return host, problem
+    return _detect_v2(tag, own, mounts)
 
-    v1_bases = {}
+
+def _detect_v1(
+    tag: str, own: dict[str, str], mounts: dict[str, tuple[str, str]]
+) -> tuple[CgroupHost | None, str]:
+    bases = {}
     for controller in V1_CONTROLLERS:
         if controller in mounts and controller in own:
             mount_point, mount_root = mounts[controller]
-            v1_bases[controller] = _join(mount_point, mount_root, own[controller], tag)
-    if "freezer" in v1_bases:
-        problem = _make_bases(v1_bases)
-        if problem is None:
-            return CgroupHost(version=1, bases=v1_bases), "cgroup v1"
+            bases[controller] = _join(mount_point, mount_root, own[controller], tag)
+    if "freezer" not in bases:
+        return None, "no cgroup v1 freezer hierarchy is mounted"
+    problem = _make_bases(bases)
+    if problem is not None:
         return None, problem
+    limits = frozenset(name for name in LIMIT_CONTROLLERS if name in bases)
+    return CgroupHost(version=1, bases=bases, limits=limits), "cgroup v1"
 
-    if "" in mounts and "" in own:
-        mount_point, mount_root = mounts[""]
-        bases = {"": _join(mount_point, mount_root, own[""], tag)}
-        problem = _make_bases(bases)
-        if problem is None:
-            return CgroupHost(version=2, bases=bases), "cgroup v2"
+
+def _detect_v2(
+    tag: str, own: dict[str, str], mounts: dict[str, tuple[str, str]]
+) -> tuple[CgroupHost | None, str]:
+    if "" not in mounts or "" not in own:
+        return None, "no cgroup v2 hierarchy is mounted"
+    mount_point, mount_root = mounts[""]
+    base = _join(mount_point, mount_root, own[""], tag)
+    problem = _make_bases({"": base})
+    if problem is not None:
         return None, problem
-    return None, "no cgroup v1 freezer or cgroup v2 hierarchy is mounted"
+    limits = _enable_v2_controllers(os.path.dirname(base), base)
+    return CgroupHost(version=2, bases={"": base}, limits=limits), "cgroup v2"
+
+
+def _enable_v2_controllers(own_dir: str, base: str) -> frozenset[str]:
+    """Enable the limit controllers for job groups below ``base``, where allowed.
+
+    A v2 group may pass controllers to its children only while it holds no
+    process itself (the root group excepted), so the worker first moves into a
+    leaf group of its own beside the job groups' folder. Whatever cannot be
+    enabled is left out, and the job groups then only track and kill.
+    """
+    try:
+        available = set(_read(os.path.join(own_dir, "cgroup.controllers")).split())
+    except OSError:
+        return frozenset()
+    wanted = [name for name in LIMIT_CONTROLLERS if name in available]
+    if not wanted:
+        return frozenset()
+    enable = " ".join(f"+{name}" for name in wanted)
+    try:
+        try:
+            _write(os.path.join(own_dir, "cgroup.subtree_control"), enable)
+        except OSError as error:
+            if error.errno != errno.EBUSY:
+                raise
+            leaf = base + ".worker"
+            os.makedirs(leaf, mode=0o755, exist_ok=True)
+            _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+            _write(os.path.join(own_dir, "cgroup.subtree_control"), enable)
+        _write(os.path.join(base, "cgroup.subtree_control"), enable)
+    except OSError:
+        return frozenset()
+    return frozenset(wanted)
 
 
 def _make_bases(bases: dict[str, str]) -> str | None:

@@ -60,6 +60,25 @@ class JobFiles:
         finally:
             os.close(fd)
 
+    def size(self, stream: str) -> int:
+        try:
+            return os.stat(self.folder / stream).st_size
+        except FileNotFoundError:
+            return 0
+
+    def read_window(self, stream: str, offset: int, length: int) -> tuple[int, bytes]:
+        """Return (size, data): up to ``length`` bytes of the stream from ``offset``."""
+        try:
+            fd = os.open(self.folder / stream, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0, b""
+        try:
+            size = os.fstat(fd).st_size
+            count = max(0, min(length, size - offset))
+            return size, _read_exactly(fd, count, offset)
+        finally:
+            os.close(fd)
+
     def kill_leftovers(self, cgroup: JobCgroup | None) -> None:
         """SIGKILL what is left of a job whose supervisor is gone."""
         if cgroup is not None:

@@ -54,15 +54,21 @@ def serve(channel: socket.socket) -> None:
 
 
 def _spawn(channel: socket.socket, spec: dict, libc: ctypes.CDLL | None) -> None:
+    # A stop may reach the supervisor before it has a SIGTERM handler, and the
+    # default action would kill it without a record: the child starts with
+    # SIGTERM blocked and unblocks it once the handler is in place.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         pid = os.fork()
     except OSError as error:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         reply = {"error": f"fork failed: {error.strerror}"}
         channel.sendmsg([json.dumps(reply).encode()])
         return
     if pid == 0:
         channel.close()
         Supervisor(spec, libc).run()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     pidfd = os.pidfd_open(pid)
     try:
         socket.send_fds(channel, [json.dumps({"pid": pid}).encode()], [pidfd])

@@ -20,6 +20,11 @@ The job's files are written here and only here:
 - ``supervisor.json``: PIDs and start times of the supervisor and the shell, so a
   restarted worker can tell a live supervisor from a reused PID;
 - ``exit.json``: how the job ended, written once everything is over.
+
+Both records are reserved as 4 KiB of spaces before the job starts and later
+overwritten in place, so a disk that the job's output filled up cannot keep the
+supervisor from recording the end. A reader sees either blank space (not JSON,
+so no record yet) or the whole record.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from alps.process.cgroups import JobCgroup
 
 CHUNK = 1 << 20  # bytes moved by one splice call, the size of a full pipe
 PIPE_SIZE = 1 << 20  # the default maximum (/proc/sys/fs/pipe-max-size)
-PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
+PR_SET_NAME = 15  # from <linux/prctl.h>
+PR_SET_CHILD_SUBREAPER = 36
 SHELL = "/bin/sh"
 STOP_REQUESTED = "stopped on request"
 
@@ -59,15 +65,23 @@ def read_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
-    """Write ``data`` so that a reader sees the old file or the whole new one."""
-    temporary = path + ".tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(data).encode())
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+RECORD_SIZE = 4096
+
+
+def reserve_record(path: str) -> int:
+    """Create a record file of blank space and return its descriptor."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.write(fd, b" " * RECORD_SIZE)
+    return fd
+
+
+def fill_record(fd: int, data: dict[str, Any]) -> None:
+    """Overwrite a reserved record with ``data`` as JSON, padded with spaces."""
+    text = json.dumps(data).encode()
+    if len(text) > RECORD_SIZE and data.get("reason"):
+        data = {**data, "reason": str(data["reason"])[:1000]}
+        text = json.dumps(data).encode()
+    os.pwrite(fd, text.ljust(RECORD_SIZE), 0)
 
 
 class Supervisor:
@@ -88,17 +102,27 @@ class Supervisor:
     # Setup -------------------------------------------------------------------
 
     def run(self) -> NoReturn:
+        self._detach()
         try:
-            self._detach()
+            self.exit_record = reserve_record(os.path.join(self.job_dir, "exit.json"))
+            pids_record = reserve_record(os.path.join(self.job_dir, "supervisor.json"))
+        except OSError:
+            # Without a place for the record the job cannot be run; the worker
+            # reports a supervisor that ended without one.
+            os._exit(1)
+        try:
             pipes = self._start_job()
             if pipes is not None:
-                self._write_pids()
+                self._write_pids(pids_record)
                 self._watch(pipes)
-            self._finish()
         except BaseException as error:
             self.reason = self.reason or f"supervisor failed: {error!r}"
             with contextlib.suppress(BaseException):
-                self._finish()
+                if self.job_pid:
+                    self._kill_all()
+                    self._reap(block=False)
+        with contextlib.suppress(BaseException):
+            self._finish()
         os._exit(0)
 
     def _detach(self) -> None:
@@ -109,6 +133,9 @@ class Supervisor:
         # process reaps them and, without control groups, can still find them.
         if self.libc is not None:
             self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+            # The name that ps and top show, at most 15 bytes.
+            name = f"alps-sup {self.spec['id']}".encode()[:15]
+            self.libc.prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -116,6 +143,9 @@ class Supervisor:
         signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        # The spawner forked this process with SIGTERM blocked; a stop that came
+        # early is delivered now, to the handler.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.stop_requested = True
@@ -132,7 +162,7 @@ class Supervisor:
                 _set_pipe_size(fd)
             os.set_blocking(fd, False)
         if self.cgroup is not None:
-            self.cgroup.create()
+            self.cgroup.create(self.spec.get("limits") or {})
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
 
         pid = os.fork()
@@ -185,10 +215,10 @@ class Supervisor:
                 os.write(status_write, f"{SHELL}: {message}".encode())
         os._exit(127)
 
-    def _write_pids(self) -> None:
+    def _write_pids(self, record: int) -> None:
         own = os.getpid()
-        write_json(
-            os.path.join(self.job_dir, "supervisor.json"),
+        fill_record(
+            record,
             {
                 "pid": own,
                 "start": read_start_ticks(own),
@@ -325,8 +355,8 @@ class Supervisor:
                 self.reason = "killed: the job went over its memory limit"
             self.cgroup.kill_all()
             self.cgroup.remove()
-        write_json(
-            os.path.join(self.job_dir, "exit.json"),
+        fill_record(
+            self.exit_record,
             {
                 "exitCode": exit_code,
                 "signal": signal_name,

@@ -31,6 +31,7 @@ from alps.errors import AlpsError, ConfigError, InvalidRequest, NotAuthorized
 from alps.hub import MAX_JOB_ID
 from alps.ipc import WorkerClient
 from alps.logs import event
+from alps.services.api.follow import FollowWaiter
 from alps.services.api.identity import identity_from_peercert
 
 logger = logging.getLogger("alps.api")
@@ -53,6 +54,7 @@ class Api:
         self.acl = acl
         self.worker = worker
         self.pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="alps-rpc")
+        self.waiter = FollowWaiter(worker)
 
     def caller(self, request: Request) -> Caller:
         """Return the authenticated caller; raise NotAuthorized (401) otherwise."""
@@ -94,8 +96,10 @@ def create_app(api: Api, name: str = "alps") -> Sanic:
     @app.post("/start")
     async def start(request: Request) -> HTTPResponse:
         caller = api.caller(request)
-        command = _command_from_body(request.body)
-        result = await api.call(api.worker.start, caller.identity, caller.role, command)
+        command, limits = _start_request(request.body)
+        result = await api.call(
+            api.worker.start, caller.identity, caller.role, command, limits
+        )
         return reply(request, result)
 
     @app.post("/stop/<job_id:str>")
@@ -138,6 +142,10 @@ def create_app(api: Api, name: str = "alps") -> Sanic:
         result = await api.call(api.worker.take, caller.identity, caller.role, checked)
         return reply(request, result)
 
+    from alps.services.api import streams
+
+    streams.register(app, api)
+
     @app.before_server_start
     async def watch_hangup(app: Sanic) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, api.reload_acl)
@@ -149,22 +157,34 @@ def create_app(api: Api, name: str = "alps") -> Sanic:
     return app
 
 
-def reply(request: Request, body: dict[str, Any], status: int = 200) -> HTTPResponse:
-    """Send ``body`` with its ``status`` field, and log the request in one line."""
-    started = getattr(request.ctx, "started", None) if request else None
+def reply(
+    request: Request,
+    body: dict[str, Any],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTTPResponse:
+    """Return ``body`` with its ``status`` field, and log the request."""
+    log_request(request, status)
+    return json_response({"status": status, **body}, status=status, headers=headers)
+
+
+def log_request(request: Request | None, status: int) -> None:
+    """Log one line for a request: who asked for what, the status and the time."""
+    if request is None:
+        logger.info(event("request", status=status))
+        return
+    started = getattr(request.ctx, "started", None)
+    elapsed = None if started is None else (time.perf_counter() - started) * 1000
     logger.info(
         event(
             "request",
-            method=request.method if request else None,
-            path=request.path if request else None,
-            identity=getattr(request.ctx, "identity", None) if request else None,
+            method=request.method,
+            path=request.path,
+            identity=getattr(request.ctx, "identity", None),
             status=status,
-            ms=None
-            if started is None
-            else f"{(time.perf_counter() - started) * 1000:.1f}",
+            ms=None if elapsed is None else f"{elapsed:.1f}",
         )
     )
-    return json_response({"status": status, **body}, status=status)
 
 
 def parse_job_id(text: str) -> int:
@@ -180,7 +200,8 @@ def parse_job_id(text: str) -> int:
     return job_id
 
 
-def _command_from_body(body: bytes) -> str:
+def _start_request(body: bytes) -> tuple[str, dict[str, Any] | None]:
+    """Return the command and the optional limits of a start request body."""
     if not body:
         raise InvalidRequest('request body is empty: send {"job": "COMMAND"}')
     try:
@@ -189,7 +210,7 @@ def _command_from_body(body: bytes) -> str:
         raise InvalidRequest(f"request body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise InvalidRequest('request body must be a JSON object: {"job": "COMMAND"}')
-    unknown = sorted(set(data) - {"job"})
+    unknown = sorted(set(data) - {"job", "limits"})
     if unknown:
         raise InvalidRequest(f"unknown field {unknown[0]!r} in the request body")
     if "job" not in data:
@@ -199,7 +220,12 @@ def _command_from_body(body: bytes) -> str:
         raise InvalidRequest("field 'job' must be a string")
     if not command.strip():
         raise InvalidRequest("field 'job' must not be empty")
-    return command
+    limits = data.get("limits")
+    if limits is not None and not isinstance(limits, dict):
+        raise InvalidRequest(
+            "field 'limits' must be an object with memory, cpu or pids"
+        )
+    return command, limits
 
 
 class JsonErrorHandler(ErrorHandler):
@@ -211,7 +237,8 @@ class JsonErrorHandler(ErrorHandler):
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         status, message = self._describe(request, exception)
-        return reply(request, {"error": message}, status=status)
+        headers = exception.headers if isinstance(exception, AlpsError) else None
+        return reply(request, {"error": message}, status=status, headers=headers)
 
     def _describe(self, request: Request, exception: Exception) -> tuple[int, str]:
         if isinstance(exception, AlpsError):

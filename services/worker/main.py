@@ -121,10 +121,10 @@ def _lock_state_dir(state_dir: Path) -> int:
 
 
 def _find_cgroups(config: WorkerConfig) -> cgroups.CgroupHost | None:
-    if os.geteuid() != 0:
+    if config.cgroups != "off" and os.geteuid() != 0:
         host, reason = None, "the worker does not run as root"
     else:
-        host, reason = cgroups.detect(str(config.state_dir))
+        host, reason = cgroups.detect(str(config.state_dir), config.cgroups)
     if host is None:
         logger.warning(
             event(
@@ -132,6 +132,11 @@ def _find_cgroups(config: WorkerConfig) -> cgroups.CgroupHost | None:
                 reason=reason,
                 fallback="jobs are stopped through their process group",
             )
+        )
+    unapplied = sorted(config.limits.names() - (host.limits if host else set()))
+    if unapplied:
+        logger.warning(
+            event("job limits not applied", limits=",".join(unapplied), reason=reason)
         )
     return host
 
