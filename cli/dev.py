@@ -1,6 +1,6 @@
 """``alps dev``: a worker and an API on loopback, with throwaway certificates.
 
-The folder (``$XDG_STATE_HOME/alps/dev`` by default) holds a CA, a server
+The folder (``$XDG_STATE_HOME/alps/dev`` by default) contains a CA, a server
 certificate, certificates for one user and one admin, the ACL, the server config,
 and a CLI config for each identity. A rerun reuses the certificates while they
 are current, and the worker's state folder, so earlier jobs are still listed.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import shlex
 import signal
@@ -336,6 +337,9 @@ class DevRun:
         from alps.errors import AlpsError
         from alps.ipc import WorkerClient
 
+        # The client logs a warning each time the worker becomes unreachable,
+        # which is expected until the worker has bound its socket.
+        logging.getLogger("alps.ipc").setLevel(logging.ERROR)
         worker = WorkerClient(str(self.folder.socket), timeout=2.0)
         self.wait_until_serving("worker", worker.ping, (AlpsError,))
 
@@ -390,8 +394,8 @@ class DevRun:
             code = child.process.poll()
             if code is None:
                 continue
-            when = "before it started serving" if starting else "on its own"
-            message = f"the {child.name} exited {when} with status {code}"
+            when = "before it started serving" if starting else "unexpectedly"
+            message = f"the {child.name} ended {when}: {_describe_exit(code)}"
             if child.name == "API" and starting and _port_in_use(self.port):
                 message += f"; {_port_in_use_message(self.port)}"
             else:
@@ -422,6 +426,16 @@ class DevRun:
             "Press Ctrl-C to stop.",
         ]
         print("\n".join(lines), flush=True)
+
+
+def _describe_exit(code: int) -> str:
+    """Describe a Popen return code: negative numbers are signals."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def _catch_stop_signals() -> dict[int, Any]:
