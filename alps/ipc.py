@@ -96,8 +96,10 @@ class WorkerClient:
     def wake(self) -> None:
         self._call("wake")
 
-    def list(self, identity: str, role: str) -> list[dict[str, Any]]:
-        return self._call("list", identity, role)
+    def list(
+        self, identity: str, role: str, everyone: bool = False
+    ) -> list[dict[str, Any]]:
+        return self._call("list", identity, role, everyone)
 
     def take(self, identity: str, role: str, job_id: int) -> dict[str, Any]:
         return self._call("take", identity, role, job_id)

@@ -132,7 +132,8 @@ def create_app(api: Api, name: str = "alps") -> Sanic:
     @app.get("/list")
     async def list_jobs(request: Request) -> HTTPResponse:
         caller = api.caller(request)
-        jobs = await api.call(api.worker.list, caller.identity, caller.role)
+        everyone = query_flag(request, "all")
+        jobs = await api.call(api.worker.list, caller.identity, caller.role, everyone)
         return reply(request, {"jobs": jobs})
 
     @app.post("/take/<job_id:str>")
@@ -185,6 +186,19 @@ def log_request(request: Request | None, status: int) -> None:
             ms=None if elapsed is None else f"{elapsed:.1f}",
         )
     )
+
+
+def query_flag(request: Request, name: str) -> bool:
+    """Return a true/false query parameter; raise InvalidRequest naming a bad one."""
+    values = request.args.getlist(name)
+    if not values:
+        return False
+    text = values[-1].lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise InvalidRequest(f"invalid {name} {text[:20]!r}: use true or false")
 
 
 def parse_job_id(text: str) -> int:

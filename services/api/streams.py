@@ -20,7 +20,7 @@ from sanic.response import HTTPResponse
 from alps.errors import AlpsError, InvalidRequest, RangeNotSatisfiable
 from alps.hub import READ_CHUNK
 from alps.logs import event
-from alps.services.api.app import Api, Caller, log_request, parse_job_id
+from alps.services.api.app import Api, Caller, log_request, parse_job_id, query_flag
 
 logger = logging.getLogger("alps.api")
 
@@ -52,7 +52,7 @@ def register(app: Sanic, api: Api) -> None:
         range_header = request.headers.get("range")
         if range_header is not None and (offset or limit is not None):
             raise InvalidRequest("use either offset and limit or a Range header")
-        if _query_flag(request, "follow"):
+        if query_flag(request, "follow"):
             if range_header is not None or limit is not None:
                 raise InvalidRequest(
                     "follow=true takes an offset but no limit or Range"
@@ -180,18 +180,6 @@ async def _follow(
     except AlpsError as error:
         logger.warning(event("follow cut", path=request.path, error=error.message))
         request.transport.close()
-
-
-def _query_flag(request: Request, name: str) -> bool:
-    values = request.args.getlist(name)
-    if not values:
-        return False
-    text = values[-1].lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise InvalidRequest(f"invalid {name} {text[:20]!r}: use true or false")
 
 
 def _query_window(request: Request) -> tuple[int, int | None]:
