@@ -208,12 +208,27 @@ class ApiClient:
         return self._request("POST", f"/take/{_job_path(job_id)}")
 
     def read_stream(
-        self, job_id: int, stream: str, offset: int = 0, chunk_size: int = 65536
+        self,
+        job_id: int,
+        stream: str,
+        offset: int = 0,
+        limit: int | None = None,
+        follow: bool = False,
+        chunk_size: int = 65536,
     ) -> Iterator[bytes]:
-        """Yield the raw bytes of a job's ``stdout`` or ``stderr`` from ``offset``."""
+        """Yield the raw bytes of a job's ``stdout`` or ``stderr``.
+
+        The window starts at byte ``offset`` and contains at most ``limit``
+        bytes, or runs to the stream's current end without a limit. With
+        ``follow``, new bytes keep coming until the job has stopped.
+        """
         if stream not in STREAMS:
             raise ValueError(f"invalid stream {stream!r}: use 'stdout' or 'stderr'")
         path = f"/output/{_job_path(job_id)}/{stream}?offset={int(offset)}"
+        if limit is not None:
+            path += f"&limit={int(limit)}"
+        if follow:
+            path += "&follow=true"
         response = self._send("GET", path, None, retry=True)
         if response.status != 200:
             self._raise_for(response, self._read_body(response))
@@ -309,7 +324,13 @@ class ApiClient:
 
     def _read_chunk(self, response: http.client.HTTPResponse, size: int) -> bytes:
         try:
-            return response.read1(size)
+            # A chunked reply may be a live follow, so take each chunk as it
+            # comes. For a sized reply, read() marks the response closed at its
+            # end, which read1() does not (Python 3.11) and which http.client
+            # needs before the next request on the connection.
+            if response.chunked:
+                return response.read1(size)
+            return response.read(size)
         except (OSError, http.client.HTTPException) as error:
             self.close()
             raise self._transport_error(error) from None

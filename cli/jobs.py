@@ -84,13 +84,14 @@ def run_output(args: argparse.Namespace) -> int:
         targets = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
         for stream in STREAMS:
             target = targets[stream]
-            if body.get(f"{stream}Offset"):
-                # The JSON reply holds only the stream's end when it is large;
-                # the raw endpoint sends the whole stream.
-                for chunk in client.read_stream(args.id, stream):
+            # The JSON reply contains only the end of a large stream, from
+            # byte stdoutOffset or stderrOffset on; the raw endpoint sends
+            # the part before it.
+            head_size = body.get(f"{stream}Offset") or 0
+            if head_size:
+                for chunk in client.read_stream(args.id, stream, 0, head_size):
                     target.write(chunk)
-            else:
-                target.write(body[f"{stream}Bytes"])
+            target.write(body[f"{stream}Bytes"])
             target.flush()
     return 0
 

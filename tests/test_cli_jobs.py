@@ -252,6 +252,20 @@ def test_output_is_byte_exact_for_binary_data(user_env: dict[str, str]):
     assert result.stderr == b"\xff\x00\x80x"
 
 
+def test_output_larger_than_json_limit_is_whole(make_server, tmp_path: Path):
+    server: AlpsServer = make_server(output_json_max=1000)
+    env = alps_env(tmp_path, server.cli_config("user"))
+    job_id = start_job(env, "seq 1 2000; seq 5 900 >&2")
+    wait_stopped(env, job_id)
+
+    result = ok(run_alps("output", job_id, env=env))
+
+    expected_stdout = "".join(f"{number}\n" for number in range(1, 2001))
+    expected_stderr = "".join(f"{number}\n" for number in range(5, 901))
+    assert result.stdout == expected_stdout.encode()
+    assert result.stderr == expected_stderr.encode()
+
+
 def test_output_of_silent_job_is_empty(user_env: dict[str, str]):
     job_id = start_job(user_env, "true")
     wait_stopped(user_env, job_id)

@@ -234,3 +234,53 @@ def test_client_reuses_one_connection(alps_server: AlpsServer):
         client.list()
 
         assert client._connection is first
+
+
+def test_client_follows_stream_until_job_stops(alps_server: AlpsServer):
+    with ApiClient(
+        alps_server.address,
+        alps_server.pki.ca_cert,
+        alps_server.pki.cert("user"),
+        alps_server.pki.key("user"),
+    ) as client:
+        job_id = client.start("echo first; sleep 0.5; echo second")["jobID"]
+
+        followed = b"".join(client.read_stream(job_id, "stdout", follow=True))
+        status = client.status(job_id)
+
+    assert followed == b"first\nsecond\n"
+    assert status["jobStatus"] == "stopped"
+
+
+def test_client_reads_stream_window(alps_server: AlpsServer):
+    with ApiClient(
+        alps_server.address,
+        alps_server.pki.ca_cert,
+        alps_server.pki.cert("user"),
+        alps_server.pki.key("user"),
+    ) as client:
+        job_id = client.start("printf 0123456789")["jobID"]
+        whole = b"".join(client.read_stream(job_id, "stdout", follow=True))
+        window = b"".join(client.read_stream(job_id, "stdout", 3, 4))
+
+    assert whole == b"0123456789"
+    assert window == b"3456"
+
+
+def test_client_works_after_stream_left_unfinished(alps_server: AlpsServer):
+    with ApiClient(
+        alps_server.address,
+        alps_server.pki.ca_cert,
+        alps_server.pki.cert("user"),
+        alps_server.pki.key("user"),
+    ) as client:
+        job_id = client.start("echo begun; sleep 100")["jobID"]
+        stream = client.read_stream(job_id, "stdout", follow=True)
+        first = next(stream)
+        stream.close()
+
+        status = client.status(job_id)
+        client.stop(job_id)
+
+    assert first == b"begun\n"
+    assert status["jobStatus"] == "running"
