@@ -199,9 +199,12 @@ class ApiClient:
                 ) from None
         return body
 
-    def list(self) -> dict[str, Any]:
-        """Return ``{"jobs": [...]}``: the status of each of the caller's jobs."""
-        return self._request("GET", "/list")
+    def list(self, everyone: bool = False) -> dict[str, Any]:
+        """Return ``{"jobs": [...]}``: the status of each of the caller's jobs.
+
+        With ``everyone``, an admin gets every user's jobs.
+        """
+        return self._request("GET", "/list?all=true" if everyone else "/list")
 
     def take(self, job_id: int) -> dict[str, Any]:
         """Make the caller (an admin) the job's owner; return new and old owner."""

@@ -71,28 +71,39 @@ def status_lines(job: dict[str, Any]) -> list[str]:
     return [f"{label + ':':<{width}} {printable(value)}" for label, value in shown]
 
 
-def job_table(jobs: list[dict[str, Any]], width: int | None) -> list[str]:
-    """Return a table of jobs with a header, each line cut to ``width`` if given."""
-    header = ("ID", "STATUS", "EXIT", "STARTED", "COMMAND")
+def job_table(
+    jobs: list[dict[str, Any]], width: int | None, show_owner: bool = False
+) -> list[str]:
+    """Return a table of jobs with a header, each line cut to ``width`` if given.
+
+    The command is the last column, so a cut shortens only the command.
+    """
+    header = ["ID", "STATUS", "EXIT", "STARTED", "COMMAND"]
     rows = [header] + [_job_row(job) for job in jobs]
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    if show_owner:
+        owners = ["OWNER"] + [printable(job.get("owner")) for job in jobs]
+        rows = [
+            [row[0], owner, *row[1:]] for row, owner in zip(rows, owners, strict=True)
+        ]
+    columns = len(header) + int(show_owner)
+    widths = [max(len(row[column]) for row in rows) for column in range(columns - 1)]
     lines = []
     for row in rows:
         cells = [cell.ljust(size) for cell, size in zip(row, widths, strict=False)]
-        line = "  ".join([*cells, row[4]])
+        line = "  ".join([*cells, row[-1]])
         lines.append(_cut(line, width))
     return lines
 
 
-def _job_row(job: dict[str, Any]) -> tuple[str, str, str, str, str]:
+def _job_row(job: dict[str, Any]) -> list[str]:
     exit_code = job.get("exitCode")
-    return (
+    return [
         printable(job.get("jobID")),
         printable(job.get("jobStatus")),
         "" if exit_code is None else printable(exit_code),
         local_time(job.get("startTime")),
         printable(job.get("job")),
-    )
+    ]
 
 
 def _cut(line: str, width: int | None) -> str:

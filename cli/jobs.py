@@ -98,7 +98,7 @@ def run_output(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     with connect() as client:
-        body = client.list()
+        body = client.list(everyone=args.all)
     if args.json:
         print_json(body)
         return 0
@@ -106,7 +106,8 @@ def run_list(args: argparse.Namespace) -> int:
     if not jobs:
         print("No jobs.")
         return 0
-    print("\n".join(display.job_table(jobs, display.output_width())))
+    table = display.job_table(jobs, display.output_width(), show_owner=args.all)
+    print("\n".join(table))
     return 0
 
 

@@ -135,6 +135,32 @@ def _add_config(commands: argparse._SubParsersAction) -> None:
     show.set_defaults(handler="alps.cli.config:run_show")
 
 
+# The commands that take a job ID: name, short help, description.
+ID_COMMANDS = {
+    "stop": (
+        "stop a job",
+        "Stop a job: its processes get SIGTERM, then SIGKILL after a grace "
+        "period. Waits until the job has stopped. Its output stays available "
+        "for the server's retention period.",
+    ),
+    "status": (
+        "show a job's status",
+        "Show a job's command, owner, status and times, and once it has "
+        "stopped its exit code and when its output expires.",
+    ),
+    "output": (
+        "write a job's stdout and stderr",
+        "Write the job's output so far, byte for byte: its stdout to stdout "
+        "and its stderr to stderr.",
+    ),
+    "take": (
+        "take over a job as an admin",
+        "Make yourself the owner of a job (admins only). The job keeps "
+        "running; its previous owner no longer sees it.",
+    ),
+}
+
+
 def _add_jobs(commands: argparse._SubParsersAction) -> None:
     json_option = argparse.ArgumentParser(add_help=False)
     json_option.add_argument(
@@ -151,38 +177,8 @@ def _add_jobs(commands: argparse._SubParsersAction) -> None:
     start.add_argument("command", nargs="+", metavar="CMD", help="the command")
     start.set_defaults(handler="alps.cli.jobs:run_start")
 
-    for name, help_text, description in (
-        (
-            "stop",
-            "stop a job",
-            "Stop a job: its processes get SIGTERM, then SIGKILL after a grace "
-            "period. Waits until the job has stopped. Its output stays available "
-            "for the server's retention period.",
-        ),
-        (
-            "status",
-            "show a job's status",
-            "Show a job's command, owner, status and times, and once it has "
-            "stopped its exit code and when its output expires.",
-        ),
-        (
-            "output",
-            "write a job's stdout and stderr",
-            "Write the job's output so far, byte for byte: its stdout to stdout "
-            "and its stderr to stderr.",
-        ),
-        (
-            "take",
-            "take over a job as an admin",
-            "Make yourself the owner of a job (admins only). The job keeps "
-            "running; its previous owner no longer sees it.",
-        ),
-    ):
-        command = commands.add_parser(
-            name, parents=[json_option], help=help_text, description=description
-        )
-        command.add_argument("id", type=job_id, metavar="ID", help="the job's ID")
-        command.set_defaults(handler=f"alps.cli.jobs:run_{name}")
+    for name in ("stop", "status", "output"):
+        _add_id_command(commands, json_option, name)
 
     listing = commands.add_parser(
         "list",
@@ -191,7 +187,27 @@ def _add_jobs(commands: argparse._SubParsersAction) -> None:
         description="List your jobs, oldest first, as a table. Commands are cut "
         "to the terminal's width ($COLUMNS if set).",
     )
+    listing.add_argument(
+        "--all",
+        action="store_true",
+        help="list every user's jobs, with an OWNER column (admins only)",
+    )
     listing.set_defaults(handler="alps.cli.jobs:run_list")
+
+    _add_id_command(commands, json_option, "take")
+
+
+def _add_id_command(
+    commands: argparse._SubParsersAction,
+    json_option: argparse.ArgumentParser,
+    name: str,
+) -> None:
+    help_text, description = ID_COMMANDS[name]
+    command = commands.add_parser(
+        name, parents=[json_option], help=help_text, description=description
+    )
+    command.add_argument("id", type=job_id, metavar="ID", help="the job's ID")
+    command.set_defaults(handler=f"alps.cli.jobs:run_{name}")
 
 
 def _add_dev(commands: argparse._SubParsersAction) -> None:

@@ -354,6 +354,29 @@ def test_list_without_terminal_keeps_whole_commands(user_env: dict[str, str]):
     assert row.endswith(long_command)
 
 
+def test_list_all_shows_every_owner_to_admin(
+    user_env: dict[str, str], other_env: dict[str, str], admin_env: dict[str, str]
+):
+    mine = start_job(user_env, "true")
+    theirs = start_job(other_env, "true")
+
+    lines = ok(run_alps("list", "--all", env=admin_env)).out.splitlines()
+
+    assert lines[0].split() == ["ID", "OWNER", "STATUS", "EXIT", "STARTED", "COMMAND"]
+    owners = {line.split()[0]: line.split()[1] for line in lines[1:]}
+    assert owners[str(mine)] == "user@example.com"
+    assert owners[str(theirs)] == "other@example.com"
+
+
+def test_list_all_by_user_is_forbidden(user_env: dict[str, str]):
+    result = run_alps("list", "--all", env=user_env)
+
+    assert result.code == 1
+    assert result.err == (
+        "alps: error: you are forbidden to list all jobs: not an admin\n"
+    )
+
+
 def test_list_into_closed_pipe_exits_quietly(user_env: dict[str, str]):
     start_job(user_env, "true")
     read_end, write_end = os.pipe()
