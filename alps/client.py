@@ -299,7 +299,15 @@ class ApiClient:
                 timeout=self.connect_timeout,
                 context=self._context,
             )
-            connection.connect()
+            try:
+                connection.connect()
+            except TimeoutError:
+                connection.close()
+                raise TransportError(
+                    f"cannot connect to {self.host}:{self.port}: timed out after "
+                    f"{self.connect_timeout:g} seconds; check the address and "
+                    "that the API is running"
+                ) from None
             assert connection.sock is not None
             connection.sock.settimeout(self.read_timeout)
             self._connection = connection
@@ -392,9 +400,11 @@ class ApiClient:
                 "is the ALPS API running?"
             )
         if isinstance(error, TimeoutError):
+            # Connecting has its own timeout and message, so this one is a reply
+            # that did not come in time.
             return TransportError(
-                f"the connection to {where} timed out; check the address and that "
-                "the API is running"
+                f"the API at {self.address} did not reply within "
+                f"{self.read_timeout:g} seconds; try again, or check the API's log"
             )
         if isinstance(error, socket.gaierror):
             return TransportError(f"cannot resolve host {self.host}: {error.strerror}")

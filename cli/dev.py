@@ -20,6 +20,7 @@ import os
 import shlex
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -101,8 +102,8 @@ def run_dev(args: argparse.Namespace) -> int:
     port = args.port or _free_port()
     _check_port_free(port)
 
-    made_new = _ensure_certificates(folder)
     _write_server_files(folder, port, args.retention)
+    made_new = _ensure_certificates(folder)
     address = f"{HOST}:{port}"
     for name in ("user", "admin"):
         save_config(_cli_config(folder, name, address, folder.cli_config(name)))
@@ -125,13 +126,25 @@ def _dev_root(text: str | None) -> Path:
 
 
 def _make_private_folder(path: Path) -> None:
+    """Create the dev folder with mode 0700, or check that an existing one is safe.
+
+    The folder contains private keys and the server's config, so a folder that
+    other users may write to, where they could replace those files, is rejected.
+    """
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as error:
         raise CommandError(
             f"cannot create the dev folder {path}: {error.strerror}; "
             "choose another with --dir"
         ) from None
+    if mode & 0o022:
+        raise CommandError(
+            f"the dev folder {path} is writable by other users (mode {mode:o}); "
+            f"make it private with 'chmod 700 {_quote(path)}' or choose another "
+            "with --dir"
+        )
 
 
 def _ensure_certificates(folder: DevFolder) -> bool:

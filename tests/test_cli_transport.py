@@ -178,8 +178,41 @@ def test_client_times_out_on_silent_server(listener: socket.socket, pki: Pki):
         client.list()
 
     assert caught.value.message == (
-        f"the connection to 127.0.0.1:{port} timed out; check the address and "
-        "that the API is running"
+        f"cannot connect to 127.0.0.1:{port}: timed out after 0.3 seconds; "
+        "check the address and that the API is running"
+    )
+
+
+def test_client_times_out_waiting_for_reply(listener: socket.socket, pki: Pki):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.cert("server"), pki.key("server"))
+    release = threading.Event()
+
+    def accept_and_stay_silent() -> None:
+        connection, _ = listener.accept()
+        with context.wrap_socket(connection, server_side=True):
+            release.wait(timeout=20)
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    client = ApiClient(
+        f"127.0.0.1:{port}",
+        pki.ca_cert,
+        pki.cert("user"),
+        pki.key("user"),
+        read_timeout=0.3,
+    )
+    try:
+        with pytest.raises(TransportError) as caught:
+            client.list()
+    finally:
+        release.set()
+        thread.join(timeout=10)
+
+    assert caught.value.message == (
+        f"the API at 127.0.0.1:{port} did not reply within 0.3 seconds; "
+        "try again, or check the API's log"
     )
 
 

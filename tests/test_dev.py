@@ -414,3 +414,28 @@ def test_dev_default_folder_is_under_xdg_state_home(tmp_path: Path):
         run_alps("dev", "--port", port, env=alps_env(tmp_path))
 
     assert file_mode(tmp_path / "state" / "alps" / "dev") == 0o700
+
+
+def test_dev_rejects_folder_writable_by_others(tmp_path: Path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+
+    result = run_alps("dev", "--dir", folder, env=alps_env(tmp_path))
+
+    assert result.code == 1
+    assert f"the dev folder {folder} is writable by other users (mode 777)" in (
+        result.err
+    )
+    assert not (folder / "ca.key").exists()
+
+
+def test_dev_rejects_folder_too_deep_for_socket(tmp_path: Path):
+    folder = tmp_path / ("d" * 100)
+
+    result = run_alps("dev", "--dir", folder, "--port", "0", env=alps_env(tmp_path))
+
+    assert result.code == 1
+    assert "is longer than 107 bytes" in result.err
+    assert "choose a shorter folder with --dir" in result.err
+    assert not (folder / "ca.key").exists()
