@@ -6,7 +6,7 @@ quickly. Every failure is a ``ClientError`` whose message is one sentence that
 names the address or file involved::
 
     ClientError
-    ├── ApiError          the API answered with an error body; carries ``status``
+    ├── ApiError          the API returned an error body; carries ``status``
     ├── CredentialError   the CA, certificate or key file cannot be read or used
     └── TransportError    no connection, TLS handshake failed, timeout, bad reply
 """
@@ -317,7 +317,7 @@ class ApiClient:
         """Tell whether the server closed the idle connection.
 
         An idle keep-alive socket that is readable has either reached its end or
-        holds bytes that no request asked for; it cannot be used either way.
+        contains bytes that no request asked for; it cannot be used either way.
         """
         assert self._connection is not None
         sock = self._connection.sock

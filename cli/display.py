@@ -29,7 +29,7 @@ def printable(text: object) -> str:
 
 
 def local_time(stamp: object) -> str:
-    """Show an RFC 3339 time stamp in the local time zone with its UTC offset.
+    """Format an RFC 3339 time stamp in the local time zone with its UTC offset.
 
     ``2026-12-04T15:05:01.123Z`` in Paris becomes ``2026-12-04 16:05:01 +01:00``.
     A value that does not parse is shown as it came.
