@@ -92,6 +92,9 @@ class ApiConfig:
     audit_log: Path | None = None
     # Largest request body accepted, in bytes; larger ones get 413.
     max_body_size: int = 1024 * 1024
+    # Longest time a request may take to answer, in seconds. A stop answers once
+    # the job has ended, so this must exceed the worker's stop grace.
+    response_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,12 @@ def load_server_config(path: str | Path, need_api: bool = False) -> ServerConfig
     api = None
     if "api" in data:
         api = _load_api(_Section(config_path, "api", data["api"]))
+        if api.response_timeout <= worker.stop_grace + 1:
+            raise ConfigError(
+                f"{config_path}: [api] response_timeout: {api.response_timeout:g}s "
+                f"must be longer than [worker] stop_grace ({worker.stop_grace:g}s) "
+                f"plus a second, because a stop answers once the job has ended"
+            )
     elif need_api:
         raise ConfigError(f"{config_path}: missing section [api]")
     return ServerConfig(path=config_path, worker=worker, api=api)
@@ -252,6 +261,9 @@ def _load_api(section: _Section) -> ApiConfig:
         acl=paths["acl"],  # type: ignore[arg-type]
         audit_log=section.path_value("audit_log", required=False),
         max_body_size=section.size("max_body_size", ApiConfig.max_body_size),
+        response_timeout=section.duration(
+            "response_timeout", ApiConfig.response_timeout
+        ),
     )
     section.check_unknown()
     return config

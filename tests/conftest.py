@@ -50,11 +50,14 @@ def make_server(
     with contextlib.ExitStack() as stack:
 
         def make(
-            extra_users: dict[str, str] | None = None, **worker_settings: Any
+            extra_users: dict[str, str] | None = None,
+            api_settings: dict[str, Any] | None = None,
+            **worker_settings: Any,
         ) -> AlpsServer:
             folder = tmp_path_factory.mktemp("alps")
-            return stack.enter_context(
-                running_server(folder, pki, extra_users, **worker_settings)
+            server = running_server(
+                folder, pki, extra_users, api_settings, **worker_settings
             )
+            return stack.enter_context(server)
 
         yield make

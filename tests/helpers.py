@@ -81,6 +81,7 @@ class AlpsServer:
     worker_settings: dict[str, Any]
     # ACL entries beyond the standard users: identity -> role.
     extra_users: dict[str, str] = field(default_factory=dict)
+    api_settings: dict[str, Any] = field(default_factory=dict)
     port: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -127,6 +128,7 @@ class AlpsServer:
             "cert": str(self.pki.cert("server")),
             "key": str(self.pki.key("server")),
             "acl": str(self.folder / "acl.toml"),
+            **self.api_settings,
         }
         self.config_path.write_text(tomli_w.dumps({"worker": worker, "api": api}))
 
@@ -231,6 +233,7 @@ def running_server(
     folder: Path,
     pki: Pki,
     extra_users: dict[str, str] | None = None,
+    api_settings: dict[str, Any] | None = None,
     **worker_settings: Any,
 ) -> Iterator[AlpsServer]:
     server = AlpsServer(
@@ -238,6 +241,7 @@ def running_server(
         pki=pki,
         worker_settings=worker_settings,
         extra_users=extra_users or {},
+        api_settings=api_settings or {},
     )
     try:
         server.start()

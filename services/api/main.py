@@ -9,7 +9,7 @@ import sys
 
 from sanic import Sanic
 
-from alps import __version__, logs
+from alps import __version__, logs, memory
 from alps.acl import load_acl
 from alps.config import load_server_config
 from alps.errors import ConfigError
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     logs.setup("alps-api")
+    memory.return_large_blocks()
     # Sanic's own start and stop lines speak of its "workers", which would be
     # confused with the ALPS worker; its warnings and errors still show.
     logging.getLogger("sanic").setLevel(logging.WARNING)
@@ -49,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     api = Api(api_config, acl, WorkerClient(str(config.worker.socket)))
     app = create_app(api)
-    # Stop waits for the job's grace period, so allow a response that long.
-    app.config.RESPONSE_TIMEOUT = max(60.0, config.worker.stop_grace + 30.0)
+    app.config.RESPONSE_TIMEOUT = api_config.response_timeout
 
     @app.after_server_start
     async def announce(app: Sanic) -> None:

@@ -25,8 +25,6 @@ from alps.services.api.app import Api, Caller, log_request, parse_job_id, query_
 logger = logging.getLogger("alps.api")
 
 MAX_OFFSET = 2**63 - 1
-# How often a quiet follow restarts the response timer, in seconds.
-KEEPALIVE_SECONDS = 15.0
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -141,8 +139,8 @@ async def _follow(
     """Send the stream from ``offset``, then new bytes as they come, until the end.
 
     The response is chunked and ends once the job has stopped and every byte is
-    sent. While nothing comes, the response timer is restarted every
-    KEEPALIVE_SECONDS without sending a byte, so a quiet job keeps its follower.
+    sent. While nothing comes, the response timer is restarted three times per
+    ``response_timeout`` without sending a byte, so a quiet job keeps its follower.
     """
     first = await api.call(
         api.worker.read, caller.identity, caller.role, job_id, stream, 0, 0
@@ -173,7 +171,8 @@ async def _follow(
             if result["jobStatus"] == "stopped":
                 break
             watch[4] = position
-            if not await api.waiter.wait(watch, KEEPALIVE_SECONDS):
+            keepalive = api.config.response_timeout / 3
+            if not await api.waiter.wait(watch, keepalive):
                 # An empty write sends nothing but restarts Sanic's response timer.
                 await request.protocol.send(b"")  # type: ignore[attr-defined]
         await response.eof()

@@ -14,7 +14,7 @@ from pathlib import Path
 import Pyro5.api
 from Pyro5 import config as pyro_config
 
-from alps import __version__, logs
+from alps import __version__, logs, memory
 from alps.config import WorkerConfig, load_server_config
 from alps.errors import ConfigError
 from alps.hub import Hub
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     logs.setup("alps-worker")
+    memory.return_large_blocks()
     try:
         config = load_server_config(args.config).worker
         return serve(config)
