@@ -36,6 +36,7 @@ from alps.process.environment import (
 )
 from alps.process.jobfiles import STREAMS, JobFiles, lost_record
 from alps.process.runner import Runner, SpawnError
+from alps.process.supervisor import STOP_REQUESTED
 from alps.process.watcher import OutputWatcher
 from alps.store import JobStore
 from alps.timefmt import rfc3339
@@ -70,6 +71,8 @@ class Hub:
         self._runner = Runner(on_exit=self._on_supervisor_exit)
         self._watcher = OutputWatcher()
         self._wake_generation = 0
+        # Jobs that the worker itself stopped because it was shutting down.
+        self._shutdown_stops: set[int] = set()
         self._pruner = threading.Thread(
             target=self._prune_loop, name="alps-pruner", daemon=True
         )
@@ -91,6 +94,7 @@ class Hub:
         """Stop the threads; with ``stop_jobs``, stop running jobs and wait."""
         if stop_jobs:
             running = [job for job in list(self._jobs.values()) if job.is_running]
+            self._shutdown_stops.update(job.id for job in running)
             for job in running:
                 self._runner.stop(job.id)
             for job in running:
@@ -426,13 +430,16 @@ class Hub:
 
     def _finish(self, job: Job, record: dict[str, Any]) -> None:
         """Record how a job ended and wake whoever waits for it."""
+        reason = record.get("reason")
+        if reason == STOP_REQUESTED and job.id in self._shutdown_stops:
+            reason = "stopped because the worker shut down"
         with job.lock:
             if not job.is_running:
                 return
             job.mark_stopped(
                 exit_code=record.get("exitCode"),
                 signal=record.get("signal"),
-                reason=record.get("reason"),
+                reason=reason,
                 stop_time=float(record.get("stopTime") or time.time()),
                 retention=self._config.retention,
             )

@@ -464,8 +464,10 @@ def test_worker_stop_without_keep_stops_jobs(make_server):
     server.stop_service("worker")
     server.start_worker()
 
+    body = hub.status(*USER, job_id)
     assert pids_of("sleep 321") == []
-    assert hub.status(*USER, job_id)["exitCode"] == 143
+    assert body["exitCode"] == 143
+    assert body["reason"] == "stopped because the worker shut down"
 
 
 def read_json(path: Path) -> dict | None:
