@@ -465,7 +465,16 @@ def _catch_stop_signals() -> dict[int, Any]:
 
 def _spawn(name: str, folder: DevFolder, stop_timeout: float) -> Child:
     module = "alps.services.worker" if name == "worker" else "alps.services.api"
-    command = [sys.executable, "-m", module, "--config", str(folder.server_config)]
+    # -I keeps the working folder off the import path: in a source checkout its
+    # alps/ folder would hide the installed package, which holds alps.services.
+    command = [
+        sys.executable,
+        "-I",
+        "-m",
+        module,
+        "--config",
+        str(folder.server_config),
+    ]
     # The children get a session of their own, so a Ctrl-C in the terminal
     # reaches only alps dev, which then stops the API before the worker.
     process = subprocess.Popen(

@@ -31,11 +31,15 @@ from alps.errors import AlpsError, ConfigError, InvalidRequest, NotAuthorized
 from alps.hub import MAX_JOB_ID
 from alps.ipc import WorkerClient
 from alps.logs import event
+from alps.services.api.audit import AuditLog, subject_pairs
 from alps.services.api.follow import FollowWaiter
 from alps.services.api.identity import identity_from_peercert
 
 logger = logging.getLogger("alps.api")
 
+ENDPOINTS = frozenset(
+    {"start", "stop", "status", "output", "list", "take", "openapi.json"}
+)
 # Threads that make blocking calls to the worker; each holds one worker connection.
 WORKER_THREADS = 64
 
@@ -53,6 +57,7 @@ class Api:
         self.config = config
         self.acl = acl
         self.worker = worker
+        self.audit = AuditLog(config.audit_log)
         self.pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="alps-rpc")
         self.waiter = FollowWaiter(worker)
 
@@ -63,6 +68,7 @@ class Api:
             return cached
         peercert = request.transport.get_extra_info("peercert")
         identity = identity_from_peercert(peercert)
+        # Known even when refused below, for the log and the audit record.
         request.ctx.identity = identity
         role = self.acl.role_of(identity)
         if role is None:
@@ -74,6 +80,11 @@ class Api:
         """Run a blocking worker call on the thread pool, off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, partial(method, *args))
+
+    def handshake_failed(self, reason: str) -> None:
+        """Log and audit a client that the TLS handshake turned away."""
+        logger.warning(event("tls handshake failed", reason=reason))
+        self.audit.record("handshake", None, error=reason)
 
     def reload_acl(self) -> None:
         """Load the ACL file again; keep the old one if the new one is invalid."""
@@ -100,6 +111,7 @@ def create_app(api: Api, name: str = "alps") -> Sanic:
         result = await api.call(
             api.worker.start, caller.identity, caller.role, command, limits
         )
+        request.ctx.job_id = result["jobID"]
         return reply(request, result)
 
     @app.post("/stop/<job_id:str>")
@@ -170,22 +182,54 @@ def reply(
 
 
 def log_request(request: Request | None, status: int) -> None:
-    """Log one line for a request: who asked for what, the status and the time."""
+    """Log and audit one request: who asked for what, the status and the time."""
     if request is None:
         logger.info(event("request", status=status))
         return
     started = getattr(request.ctx, "started", None)
     elapsed = None if started is None else (time.perf_counter() - started) * 1000
+    identity = getattr(request.ctx, "identity", None)
     logger.info(
         event(
             "request",
             method=request.method,
             path=request.path,
-            identity=getattr(request.ctx, "identity", None),
+            identity=identity,
             status=status,
             ms=None if elapsed is None else f"{elapsed:.1f}",
         )
     )
+    details: dict[str, Any] = {}
+    if status == NotAuthorized.status:
+        details["subject"] = subject_pairs(_peercert(request))
+    request.app.ctx.api.audit.record(
+        _action(request), status, identity, _path_job_id(request), **details
+    )
+
+
+def _peercert(request: Request) -> dict[str, Any] | None:
+    return request.transport.get_extra_info("peercert")
+
+
+def _action(request: Request) -> str:
+    """Name what a request asks for: the endpoint, such as ``stop`` or ``output``."""
+    parts = request.path.strip("/").split("/")
+    if parts[0] not in ENDPOINTS:
+        return "unknown"
+    if parts[0] == "output" and len(parts) == 3:
+        return f"output.{parts[2][:20]}"
+    return parts[0]
+
+
+def _path_job_id(request: Request) -> int | None:
+    started = getattr(request.ctx, "job_id", None)
+    if started is not None:
+        return started
+    text = request.match_info.get("job_id") if request.route else None
+    if isinstance(text, str) and text.isascii() and text.isdigit():
+        value = int(text)
+        return value if value <= MAX_JOB_ID else None
+    return None
 
 
 def query_flag(request: Request, name: str) -> bool:

@@ -42,13 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         api_config = config.api
         assert api_config is not None
         acl = load_acl(api_config.acl)
-        context = server_context(api_config.ca, api_config.cert, api_config.key)
+        api = Api(api_config, acl, WorkerClient(str(config.worker.socket)))
+        context = server_context(
+            api_config.ca, api_config.cert, api_config.key, api.handshake_failed
+        )
     except ConfigError as error:
         return _fail(str(error))
     except (OSError, ssl.SSLError) as error:
-        return _fail(f"cannot load the TLS certificates or key: {error}")
+        return _fail(f"cannot load the TLS certificates, key or audit log: {error}")
 
-    api = Api(api_config, acl, WorkerClient(str(config.worker.socket)))
     app = create_app(api)
     app.config.RESPONSE_TIMEOUT = api_config.response_timeout
 
