@@ -4,6 +4,7 @@ The file maps identities to roles::
 
     [users."user@example.com"]
     role = "user"
+    run_as = "alice"    # optional: the account that this user's jobs run as
 
 Identities are compared in lower case. ``user`` sees and stops its own jobs;
 ``admin`` may see, stop and take any job.
@@ -11,8 +12,9 @@ Identities are compared in lower case. ``user`` sees and stops its own jobs;
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -24,14 +26,23 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+# POSIX portable user names, as useradd accepts them by default.
+ACCOUNT_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Acl:
     path: Path
     roles: dict[str, Role]
+    # The account each identity's jobs run as, where the ACL names one.
+    run_as: dict[str, str] = field(default_factory=dict)
 
     def role_of(self, identity: str) -> Role | None:
         """Return the role of ``identity``, or None when it is not listed."""
         return self.roles.get(identity.lower())
+
+    def run_as_of(self, identity: str) -> str | None:
+        return self.run_as.get(identity.lower())
 
 
 def load_acl(path: str | Path) -> Acl:
@@ -53,6 +64,7 @@ def load_acl(path: str | Path) -> Acl:
         raise ConfigError(f"ACL {acl_path}: [users] must be a table")
 
     roles: dict[str, Role] = {}
+    run_as: dict[str, str] = {}
     for identity, entry in users.items():
         roles_key = identity.strip().lower()
         where = f"ACL {acl_path}: users.{identity!r}"
@@ -62,11 +74,16 @@ def load_acl(path: str | Path) -> Acl:
             raise ConfigError(f"{where}: listed twice (identities ignore case)")
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: must be a table with a role")
-        extra = sorted(set(entry) - {"role"})
+        extra = sorted(set(entry) - {"role", "run_as"})
         if extra:
             raise ConfigError(f"{where}: unknown setting {extra[0]!r}")
         role = entry.get("role")
         if role not in {r.value for r in Role}:
             raise ConfigError(f"{where}: invalid role {role!r}: use 'user' or 'admin'")
         roles[roles_key] = Role(role)
-    return Acl(path=acl_path, roles=roles)
+        if "run_as" in entry:
+            account = entry["run_as"]
+            if not isinstance(account, str) or not ACCOUNT_NAME.match(account):
+                raise ConfigError(f"{where}: invalid run_as account {account!r}")
+            run_as[roles_key] = account
+    return Acl(path=acl_path, roles=roles, run_as=run_as)

@@ -72,6 +72,9 @@ class WorkerConfig:
     output_json_max: int = 16 * 1024 * 1024
     # Longest command accepted, in bytes of UTF-8.
     max_command_length: int = 64 * 1024
+    # The account that jobs run as when the ACL names none for their owner; None
+    # runs them as the worker's own user.
+    default_run_as: str | None = None
     # Which cgroup interface jobs use: "auto", "v1", "v2" or "off".
     cgroups: str = "auto"
     # Limits that every job gets unless its start request sets its own.
@@ -234,6 +237,7 @@ def _load_worker(section: _Section) -> WorkerConfig:
         max_command_length=section.size(
             "max_command_length", WorkerConfig.max_command_length
         ),
+        default_run_as=section.get("default_run_as", str),
         cgroups=section.choice("cgroups", CGROUP_MODES, WorkerConfig.cgroups),
         limits=section.limits("limits", WorkerConfig.limits),
         max_limits=section.limits("max_limits", WorkerConfig.max_limits),

@@ -30,7 +30,9 @@ from alps.limits import first_over, parse_limits
 from alps.logs import event
 from alps.process.cgroups import CgroupHost
 from alps.process.environment import (
+    Account,
     current_account,
+    find_account,
     job_environment,
     working_folder,
 )
@@ -122,11 +124,17 @@ class Hub:
         command: object,
         request_id: str | None = None,
         limits: dict | None = None,
+        run_as: str | None = None,
     ) -> dict[str, Any]:
-        """Start ``command`` for ``identity``; return the new job's ID and owner."""
+        """Start ``command`` for ``identity``; return the new job's ID and owner.
+
+        The job runs as ``run_as`` (the account that the ACL gives the caller),
+        else as ``default_run_as``, else as the worker's own user.
+        """
         owner, caller_role = _check_caller(identity, role)
         checked = self._check_command(command)
         job_limits = self._check_limits(limits, caller_role)
+        account = self._account_for(run_as)
         if request_id is not None:
             earlier = self._store.find_request(request_id)
             if earlier is not None and earlier in self._jobs:
@@ -134,8 +142,9 @@ class Hub:
 
         start_time = time.time()
         with self._table_lock:
+            run_as_name = None if account is self._account else account.name
             job_id = self._store.insert(
-                checked, owner, start_time, request_id, job_limits
+                checked, owner, start_time, request_id, job_limits, run_as_name
             )
             job = Job(
                 id=job_id,
@@ -143,11 +152,12 @@ class Hub:
                 owner=owner,
                 start_time=start_time,
                 limits=job_limits,
+                run_as=run_as_name,
             )
             self._add_unlocked(job)
         try:
             with job.lock:
-                supervisor = self._launch(job)
+                supervisor = self._launch(job, account)
         except (SpawnError, OSError) as error:
             logger.error(event("job start failed", id=job_id, error=error))
             self._finish(job, lost_record(f"could not start the job: {error}"))
@@ -341,6 +351,25 @@ class Hub:
             )
         return command
 
+    def _account_for(self, run_as: object) -> Account:
+        """Return the account a new job runs as; raise AlpsError if it cannot."""
+        name = run_as if run_as is not None else self._config.default_run_as
+        if name is None:
+            return self._account
+        if not isinstance(name, str):
+            raise AlpsError(f"invalid run_as account {name!r}")
+        try:
+            account = find_account(name)
+        except KeyError:
+            raise AlpsError(
+                f"cannot run the job as {name!r}: no such account on the worker's host"
+            ) from None
+        if account.uid != self._account.uid and os.geteuid() != 0:
+            raise AlpsError(
+                f"cannot run the job as {name!r}: the worker does not run as root"
+            )
+        return account
+
     def _check_limits(self, data: object, role: Role) -> dict[str, Any]:
         """Return the limits a new job gets: the defaults, then what it asks for."""
         try:
@@ -379,20 +408,20 @@ class Hub:
 
     # Running jobs --------------------------------------------------------------
 
-    def _launch(self, job: Job) -> int:
+    def _launch(self, job: Job, account: Account) -> int:
         files = JobFiles(self._jobs_dir, job.id)
         files.create_folder()
-        cwd = working_folder(self._account)
+        cwd = working_folder(account)
         cgroup = None if self._cgroups is None else self._cgroups.for_job(job.id)
         spec = {
             "id": job.id,
             "command": job.command,
-            "env": job_environment(job.id, self._account, cwd),
+            "env": job_environment(job.id, account, cwd),
             "cwd": cwd,
             "job_dir": str(files.folder),
             "stop_grace": self._config.stop_grace,
             "cgroup": None if cgroup is None else cgroup.to_dict(),
-            "user": None,
+            "user": None if account is self._account else account.credentials(),
             "limits": job.limits,
         }
         return self._runner.spawn(job.id, spec)

@@ -63,12 +63,17 @@ class WorkerClient:
         self._reachable = True
 
     def start(
-        self, identity: str, role: str, command: str, limits: dict | None = None
+        self,
+        identity: str,
+        role: str,
+        command: str,
+        limits: dict | None = None,
+        run_as: str | None = None,
     ) -> dict[str, Any]:
         # The request ID lets the worker recognise a start that it already ran
         # when the answer was lost and the call is sent again.
         request_id = uuid.uuid4().hex
-        return self._call("start", identity, role, command, request_id, limits)
+        return self._call("start", identity, role, command, request_id, limits, run_as)
 
     def stop(self, identity: str, role: str, job_id: int) -> dict[str, Any]:
         return self._call("stop", identity, role, job_id)

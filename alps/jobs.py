@@ -33,6 +33,8 @@ class Job:
     reason: str | None = None
     # The limits applied to the job, as in a start request (memory in bytes).
     limits: dict[str, Any] = field(default_factory=dict)
+    # The account the job runs as, when it is not the worker's own.
+    run_as: str | None = None
     # Notified whenever ``status`` changes, so that a stop can wait for the end.
     lock: threading.Condition = field(
         default_factory=threading.Condition, repr=False, compare=False
@@ -69,6 +71,8 @@ class Job:
         }
         if self.limits:
             body["limits"] = self.limits
+        if self.run_as is not None:
+            body["runAs"] = self.run_as
         if self.status is JobStatus.STOPPED:
             assert self.stop_time is not None and self.output_expires is not None
             body["stopTime"] = rfc3339(self.stop_time)

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     signal TEXT,
     reason TEXT,
     request_id TEXT,
-    limits TEXT
+    limits TEXT,
+    run_as TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_request_id ON jobs (request_id)
     WHERE request_id IS NOT NULL;
@@ -39,7 +40,7 @@ CREATE INDEX IF NOT EXISTS jobs_request_id ON jobs (request_id)
 
 _COLUMNS = (
     "id, command, owner, start_time, status, stop_time, output_expires,"
-    " exit_code, signal, reason, limits"
+    " exit_code, signal, reason, limits, run_as"
 )
 
 
@@ -53,9 +54,10 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "limits" not in columns:
-            # Files written before limits existed.
-            self._db.execute("ALTER TABLE jobs ADD COLUMN limits TEXT")
+        # Files written before these columns existed.
+        for column in ("limits", "run_as"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -75,13 +77,14 @@ class JobStore:
         start_time: float,
         request_id: str | None,
         limits: dict[str, Any],
+        run_as: str | None,
     ) -> int:
         """Store a new running job and return its ID."""
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO jobs"
-                " (command, owner, start_time, status, request_id, limits)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " (command, owner, start_time, status, request_id, limits, run_as)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     command,
                     owner,
@@ -89,6 +92,7 @@ class JobStore:
                     JobStatus.RUNNING.value,
                     request_id,
                     json.dumps(limits) if limits else None,
+                    run_as,
                 ),
             )
         assert cursor.lastrowid is not None
@@ -142,4 +146,5 @@ def _job_from_row(row: tuple) -> Job:
         signal=row[8],
         reason=row[9],
         limits=json.loads(row[10]) if row[10] else {},
+        run_as=row[11],
     )

@@ -52,11 +52,12 @@ def make_server(
         def make(
             extra_users: dict[str, str] | None = None,
             api_settings: dict[str, Any] | None = None,
+            run_as: dict[str, str] | None = None,
             **worker_settings: Any,
         ) -> AlpsServer:
             folder = tmp_path_factory.mktemp("alps")
             server = running_server(
-                folder, pki, extra_users, api_settings, **worker_settings
+                folder, pki, extra_users, api_settings, run_as, **worker_settings
             )
             return stack.enter_context(server)
 

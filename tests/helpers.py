@@ -82,6 +82,8 @@ class AlpsServer:
     # ACL entries beyond the standard users: identity -> role.
     extra_users: dict[str, str] = field(default_factory=dict)
     api_settings: dict[str, Any] = field(default_factory=dict)
+    # ACL run_as entries: identity -> account.
+    run_as: dict[str, str] = field(default_factory=dict)
     port: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -112,7 +114,12 @@ class AlpsServer:
     def write_config(self) -> None:
         (self.folder / "run").mkdir(mode=0o700, exist_ok=True)
         users = dict(USERS.values()) | self.extra_users
-        acl = {"users": {email: {"role": role} for email, role in users.items()}}
+        entries: dict[str, dict[str, str]] = {
+            email: {"role": role} for email, role in users.items()
+        }
+        for email, account in self.run_as.items():
+            entries[email]["run_as"] = account
+        acl = {"users": entries}
         (self.folder / "acl.toml").write_text(tomli_w.dumps(acl))
         worker = {
             "socket": str(self.socket_path),
@@ -234,6 +241,7 @@ def running_server(
     pki: Pki,
     extra_users: dict[str, str] | None = None,
     api_settings: dict[str, Any] | None = None,
+    run_as: dict[str, str] | None = None,
     **worker_settings: Any,
 ) -> Iterator[AlpsServer]:
     server = AlpsServer(
@@ -242,6 +250,7 @@ def running_server(
         worker_settings=worker_settings,
         extra_users=extra_users or {},
         api_settings=api_settings or {},
+        run_as=run_as or {},
     )
     try:
         server.start()

@@ -25,6 +25,11 @@ class Account:
     uid: int
     gid: int
     home: str
+    groups: tuple[int, ...] = ()
+
+    def credentials(self) -> dict[str, object]:
+        """Return the IDs that the job's process takes before it runs the command."""
+        return {"uid": self.uid, "gid": self.gid, "groups": list(self.groups)}
 
 
 def current_account() -> Account:
@@ -35,6 +40,19 @@ def current_account() -> Account:
     except KeyError:
         return Account(name=str(uid), uid=uid, gid=os.getegid(), home="/")
     return Account(name=entry.pw_name, uid=uid, gid=entry.pw_gid, home=entry.pw_dir)
+
+
+def find_account(name: str) -> Account:
+    """Return the named account with its groups; raise KeyError if there is none."""
+    entry = pwd.getpwnam(name)
+    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    return Account(
+        name=entry.pw_name,
+        uid=entry.pw_uid,
+        gid=entry.pw_gid,
+        home=entry.pw_dir,
+        groups=groups,
+    )
 
 
 def working_folder(account: Account) -> str:

@@ -108,8 +108,9 @@ def create_app(api: Api, name: str = "alps") -> Sanic:
     async def start(request: Request) -> HTTPResponse:
         caller = api.caller(request)
         command, limits = _start_request(request.body)
+        run_as = api.acl.run_as_of(caller.identity)
         result = await api.call(
-            api.worker.start, caller.identity, caller.role, command, limits
+            api.worker.start, caller.identity, caller.role, command, limits, run_as
         )
         request.ctx.job_id = result["jobID"]
         return reply(request, result)

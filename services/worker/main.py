@@ -21,6 +21,7 @@ from alps.hub import Hub
 from alps.ipc import HUB_OBJECT_ID, configure_pyro
 from alps.logs import event
 from alps.process import cgroups
+from alps.process.environment import find_account
 from alps.services.worker.socket import SocketError, prepare_socket, socket_mode
 from alps.store import JobStore
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 def serve(config: WorkerConfig) -> int:
     # Everything the worker creates is private unless it says otherwise.
     os.umask(0o077)
+    _check_default_account(config)
     lock = _lock_state_dir(config.state_dir)
     prepare_socket(config.socket, config.socket_group)
     host = _find_cgroups(config)
@@ -97,6 +99,20 @@ def serve(config: WorkerConfig) -> int:
     running = 0 if stop_jobs else hub.running_count()
     logger.info(event("worker stopped", jobs_left_running=running))
     return 0
+
+
+def _check_default_account(config: WorkerConfig) -> None:
+    name = config.default_run_as
+    if name is None:
+        return
+    try:
+        account = find_account(name)
+    except KeyError:
+        raise StartupError(
+            f"default_run_as {name!r} is not an account on this host"
+        ) from None
+    if account.uid != os.geteuid() and os.geteuid() != 0:
+        raise StartupError(f"default_run_as {name!r} needs the worker to run as root")
 
 
 def _lock_state_dir(state_dir: Path) -> int:
