@@ -31,6 +31,7 @@ from alps.errors import AlpsError, ConfigError, InvalidRequest, NotAuthorized
 from alps.hub import MAX_JOB_ID
 from alps.ipc import WorkerClient
 from alps.logs import event
+from alps.services.api import openapi
 from alps.services.api.audit import AuditLog, subject_pairs
 from alps.services.api.follow import FollowWaiter
 from alps.services.api.identity import identity_from_peercert
@@ -155,6 +156,14 @@ def create_app(api: Api, name: str = "alps") -> Sanic:
         checked = parse_job_id(job_id)
         result = await api.call(api.worker.take, caller.identity, caller.role, checked)
         return reply(request, result)
+
+    @app.get("/openapi.json")
+    async def openapi_document(request: Request) -> HTTPResponse:
+        # The document is served as it is, with no status field added, so that
+        # it stays a valid OpenAPI document.
+        api.caller(request)
+        log_request(request, 200)
+        return json_response(openapi.document())
 
     from alps.services.api import streams
 
