@@ -86,19 +86,11 @@ class DashboardClient(ApiClient):
     def _chunks(self, response: http.client.HTTPResponse) -> Iterator[bytes]:
         complete = False
         try:
-            while chunk := self._read_available(response):
+            # _read_chunk returns each chunk of a chunked reply as it comes.
+            while chunk := self._read_chunk(response, CHUNK_SIZE):
                 yield chunk
             complete = True
         finally:
             if not complete:
                 # An unread rest would be taken for the next reply's start.
                 self.close()
-
-    def _read_available(self, response: http.client.HTTPResponse) -> bytes:
-        try:
-            # read1 returns the bytes of the current chunk without waiting for
-            # more, as a live follow needs. read(n) waits until n bytes came.
-            return response.read1(CHUNK_SIZE)
-        except (OSError, http.client.HTTPException) as error:
-            self.close()
-            raise self._transport_error(error) from None
