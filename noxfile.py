@@ -22,3 +22,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure ALPS next to bare spawns; print a table and write JSON figures."""
+    session.install(".")
+    session.run("python", "tests/benchmark.py", *session.posargs)
