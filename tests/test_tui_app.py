@@ -37,13 +37,13 @@ def run_dashboard(config: Path, scenario: Scenario) -> None:
 
 
 async def wait_for(
-    pilot: Any, condition: Callable[[], object], what: str, timeout: float = 10.0
+    pilot: Any, condition: Callable[[], object], failure: str, timeout: float = 10.0
 ) -> None:
     """Let the app run until ``condition()`` is true; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout} seconds")
+            pytest.fail(f"{failure} within {timeout} seconds")
         await pilot.pause(0.05)
 
 
