@@ -15,6 +15,7 @@ from textual.widgets.data_table import RowKey
 
 from alps.tui.app import DashboardApp
 from alps.tui.confirm import ConfirmScreen
+from alps.tui.follower import TAIL_BYTES
 from alps.tui.settings import load_settings
 
 from helpers import AlpsServer, Pki, free_port, wait_stopped
@@ -74,6 +75,12 @@ async def select(app: DashboardApp, pilot: Any, job_id: int) -> None:
 def colours(view: Any, y: int) -> set[object]:
     """Return the foreground colours on line ``y`` of an output view."""
     return {segment.style.color for segment in view.render_line(y) if segment.style}
+
+
+def last_line(view: Any) -> str:
+    """Return the last finished line of an output view, or "" if none."""
+    lines = view.transcript.lines
+    return lines[-1].text if lines else ""
 
 
 @pytest.fixture
@@ -343,6 +350,55 @@ def test_output_pane_redraws_progress_line(alps_server: AlpsServer, user: httpx.
         assert view.transcript.lines[0].text == "finished"
 
     run_dashboard(alps_server.cli_config("user"), scenario)
+
+
+def test_output_pane_skips_to_tail(alps_server: AlpsServer, user: httpx.Client):
+    # seq 1 100000 writes 588 895 bytes, more than the pane reads at first.
+    job_id = start_job(user, "seq 1 100000")
+    wait_stopped(user, job_id)
+
+    async def scenario(app: DashboardApp, pilot: Any) -> None:
+        view = app.output_pane.view
+        await select(app, pilot, job_id)
+        await pilot.press("enter")
+        await wait_for(
+            pilot,
+            lambda: last_line(view) == "end of output: the job has stopped",
+            "end of output not shown",
+        )
+        skipped = 588_895 - TAIL_BYTES
+        assert view.line_text(0).startswith(
+            f"Not shown: the first {skipped} bytes of stdout, then "
+        )
+        assert view.transcript.lines[-2].text == "100000"
+        assert len(view.transcript) < 100_000
+
+    run_dashboard(alps_server.cli_config("user"), scenario)
+
+
+def test_output_pane_resumes_after_api_restart(
+    make_server: Callable[..., AlpsServer],
+):
+    server = make_server()
+    with server.client("user") as client:
+        job_id = start_job(client, "echo before; sleep 3; echo after")
+
+    async def scenario(app: DashboardApp, pilot: Any) -> None:
+        view = app.output_pane.view
+        await select(app, pilot, job_id)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(view.transcript) == 1, "no first line")
+        await asyncio.to_thread(server.stop_service, "api")
+        await asyncio.to_thread(server.start_api)
+        await wait_for(
+            pilot,
+            lambda: last_line(view) == "end of output: the job has stopped",
+            "end of output not shown",
+        )
+        lines = [line.text for line in view.transcript.lines]
+        assert lines[:2] == ["before", "after"]
+
+    run_dashboard(server.cli_config("user"), scenario)
 
 
 # Failures ----------------------------------------------------------------------------

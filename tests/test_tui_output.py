@@ -176,6 +176,27 @@ def test_transcript_drops_oldest_lines() -> None:
     assert transcript.dropped == 2
 
 
+def test_transcript_notice_of_skipped_bytes() -> None:
+    transcript = Transcript()
+    transcript.skip("stderr", 1000)
+    transcript.feed("stderr", b"tail\n")
+    assert len(transcript) == 2
+    assert transcript.line_at(0) == OutputLine(
+        NOTE, "Not shown: the first 1000 bytes of stderr."
+    )
+    assert transcript.line_at(1) == OutputLine("stderr", "tail")
+
+
+def test_transcript_notice_of_dropped_lines() -> None:
+    transcript = Transcript(max_lines=2)
+    transcript.feed("stdout", b"1\n2\n3\n")
+    assert transcript.line_at(0).text == "Not shown: the first 1 line."
+    transcript.skip("stdout", 10)
+    assert transcript.line_at(0).text == (
+        "Not shown: the first 10 bytes of stdout, then 1 line."
+    )
+
+
 # OutputView ---------------------------------------------------------------------
 
 

@@ -129,7 +129,7 @@ class OutputPane(Vertical):
 
     def _skipped(self, opening: int, stream: str, size: int) -> None:
         if opening == self._opening:
-            self.view.note(f"{stream}: the first {size} bytes are not shown")
+            self.view.skip(stream, size)
 
     def _problem(self, opening: int, stream: str, message: str | None) -> None:
         if opening != self._opening:

@@ -62,6 +62,9 @@ class OutputView(ScrollView, can_focus=True):
     def note(self, text: str) -> None:
         self._update(lambda: self.transcript.note(text))
 
+    def skip(self, stream: str, size: int) -> None:
+        self._update(lambda: self.transcript.skip(stream, size))
+
     def line_text(self, index: int) -> str:
         """Return the plain text of line ``index``, for tests and copying."""
         return self.transcript.line_at(index).text
@@ -84,6 +87,9 @@ class OutputView(ScrollView, can_focus=True):
         """Widen the virtual width to fit the last ``added`` finished lines."""
         transcript = self.transcript
         new_lines = transcript.lines[-added:] if added else []
+        notice = transcript.notice()
+        if notice is not None:
+            new_lines.append(notice)
         for line in new_lines + transcript.unfinished():
             self._width = max(self._width, cell_len(line.text))
 

@@ -27,12 +27,17 @@ class OutputLine:
 
 
 class Transcript:
-    """The lines of a job's output, at most ``max_lines`` of them, newest kept."""
+    """The lines of a job's output, at most ``max_lines`` of them, newest kept.
+
+    When output is left out, because the follow started after a stream's first
+    bytes or because old lines were dropped, a notice line comes first.
+    """
 
     def __init__(self, max_lines: int = MAX_LINES) -> None:
         self.max_lines = max_lines
         self.lines: list[OutputLine] = []
         self.dropped = 0
+        self.skipped = dict.fromkeys(STREAMS, 0)
         self._buffers = {stream: LineBuffer() for stream in STREAMS}
         self._decoders = {
             stream: codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -53,8 +58,26 @@ class Transcript:
             self._add(stream, buffer.feed("\n"))
 
     def note(self, text: str) -> None:
-        """Add a line from the dashboard itself, such as a notice of skipped bytes."""
+        """Add a line from the dashboard itself, such as the end of output."""
         self._add(NOTE, [text])
+
+    def skip(self, stream: str, size: int) -> None:
+        """Record that the first ``size`` bytes of ``stream`` were not fetched."""
+        self.skipped[stream] = size
+
+    def notice(self) -> OutputLine | None:
+        """Return the notice line that lists the output not shown, or None."""
+        parts = [
+            f"the first {size} bytes of {stream}"
+            for stream, size in self.skipped.items()
+            if size
+        ]
+        if self.dropped:
+            lines = f"{self.dropped} line" + ("" if self.dropped == 1 else "s")
+            parts.append(f"then {lines}" if parts else f"the first {lines}")
+        if not parts:
+            return None
+        return OutputLine(NOTE, "Not shown: " + ", ".join(parts) + ".")
 
     def unfinished(self) -> list[OutputLine]:
         """Return the unfinished lines, which show after the finished ones."""
@@ -65,11 +88,17 @@ class Transcript:
         ]
 
     def __len__(self) -> int:
-        """Return the number of lines shown, finished and unfinished."""
-        return len(self.lines) + len(self.unfinished())
+        """Return the number of lines shown: notice, finished and unfinished."""
+        notice = 0 if self.notice() is None else 1
+        return notice + len(self.lines) + len(self.unfinished())
 
     def line_at(self, index: int) -> OutputLine:
-        """Return line ``index`` of the finished lines followed by the unfinished."""
+        """Return line ``index`` of the notice, finished and unfinished lines."""
+        notice = self.notice()
+        if notice is not None:
+            if index == 0:
+                return notice
+            index -= 1
         if index < len(self.lines):
             return self.lines[index]
         return self.unfinished()[index - len(self.lines)]
