@@ -88,11 +88,19 @@ class JobCgroup:
             }
         return [(os.path.join(folder, file), text) for file, text in files[name]]
 
-    def join(self, pid: int) -> None:
-        """Move ``pid`` into every folder of the group."""
+    def join_self(self) -> None:
+        """Move the calling process, which must be single-threaded, into the group.
+
+        On v1 this writes "0" to ``tasks``, which moves only the calling thread.
+        A write to ``cgroup.procs`` takes the kernel's global threadgroup lock and
+        waits for an RCU grace period: 8 ms against 0.4 ms for three controllers,
+        measured on a 2-CPU VM with Linux 6.18. v2 lets no thread leave its
+        process's domain group, so there it is ``cgroup.procs``.
+        """
+        name = "cgroup.procs" if self.version == 2 else "tasks"
         for path in self.dirs.values():
-            with open(os.path.join(path, "cgroup.procs"), "w") as procs:
-                procs.write(str(pid))
+            with open(os.path.join(path, name), "w") as members:
+                members.write("0")
 
     def pids(self) -> list[int]:
         try:

@@ -188,7 +188,7 @@ class Supervisor:
         """In the forked child: set up a clean process and exec the shell."""
         try:
             if self.cgroup is not None:
-                self.cgroup.join(os.getpid())
+                self.cgroup.join_self()
             os.setsid()
             signal.set_wakeup_fd(-1)
             for signum in signal.valid_signals():
