@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from pathlib import Path
 
+import pytest
 from cli_support import alps_env
+
+from alps.cli.errors import CommandError
+from alps.tui.main import add_options, run
 
 from helpers import console_script
 
@@ -53,3 +58,15 @@ def test_invalid_interval_is_rejected(tmp_path: Path):
     result = run_dashboard("--interval", "0", env=alps_env(tmp_path))
     assert result.returncode == 2
     assert "invalid interval '0'" in result.stderr
+
+
+def test_alps_subcommand_raises_command_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("ALPS_CONFIG", str(tmp_path / "absent.toml"))
+    parser = argparse.ArgumentParser()
+    add_options(parser)
+    args = parser.parse_args(["--interval", "2"])
+    assert args.interval == 2.0
+    with pytest.raises(CommandError, match="does not exist"):
+        run(args)

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from alps.cli.display import printable
 from alps.client import ClientError, TransportError
+from alps.tui import POLL_INTERVAL
 from alps.tui.api import DashboardClient
 from alps.tui.confirm import ConfirmScreen
 from alps.tui.history import RunningHistory
@@ -27,7 +28,7 @@ from alps.tui.identity import certificate_identity
 from alps.tui.job_cells import MAX_COMMAND_CHARS, JobFormatter, exit_text, shorten
 from alps.tui.jobs_table import JobsTable
 from alps.tui.output_pane import OutputPane
-from alps.tui.poller import POLL_INTERVAL, JobPoller, Jobs
+from alps.tui.poller import JobPoller, Jobs
 from alps.tui.prompt import Prompt
 from alps.tui.settings import Settings
 from alps.tui.status_bar import StatusBar

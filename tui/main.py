@@ -7,6 +7,7 @@ import math
 import sys
 
 from alps import __version__
+from alps.tui import POLL_INTERVAL
 
 EXIT_ERROR = 1
 
@@ -20,6 +21,7 @@ job, s stops the selected job, t takes it over (admins), / filters, q quits."""
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``alps-dashboard``; return 1 with a one-line message on a config error."""
     args = build_parser().parse_args(argv)
     from alps.tui.settings import SettingsError, load_settings
 
@@ -35,23 +37,48 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(args: argparse.Namespace) -> int:
+    """Run the dashboard as ``alps dashboard``; raise CommandError on a config error.
+
+    The ``alps`` command prints the error as its other commands do.
+    """
+    from alps.cli.errors import CommandError
+    from alps.tui.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        raise CommandError(error.message) from None
+
+    from alps.tui.app import DashboardApp
+
+    DashboardApp(settings, interval=args.interval).run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alps-dashboard",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--interval",
-        type=_interval,
-        default=0.5,
-        metavar="SECONDS",
-        help="time between two fetches of the job list, in seconds (default: 0.5)",
-    )
+    add_options(parser)
     parser.add_argument(
         "--version", action="version", version=f"alps-dashboard {__version__}"
     )
     return parser
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add the dashboard's options, for ``alps-dashboard`` and ``alps dashboard``."""
+    parser.add_argument(
+        "--interval",
+        type=_interval,
+        default=POLL_INTERVAL,
+        metavar="SECONDS",
+        help="time between two fetches of the job list, in seconds "
+        f"(default: {POLL_INTERVAL:g})",
+    )
 
 
 def _interval(text: str) -> float:

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from alps.client import ApiError, ClientError
+from alps.tui import POLL_INTERVAL
 from alps.tui.api import DashboardClient
 from alps.tui.settings import Settings
 
-POLL_INTERVAL = 0.5
 # A list takes milliseconds, so a reply slower than this is a failure. The short
 # timeout lets the dashboard report it soon and quit without a long wait.
 POLL_READ_TIMEOUT = 5.0
