@@ -181,9 +181,9 @@ class DashboardApp(App[None]):
     def _show_problem(self, error: ClientError) -> None:
         every = f"every {self.interval:g} s"
         if isinstance(error, TransportError):
-            text = f"API unreachable: {error.message}. Retrying {every}."
+            text = f"API unreachable, retrying {every}: {error.message}"
         else:
-            text = f"The API failed to list jobs: {error.message}. Retrying {every}."
+            text = f"Listing jobs failed, retrying {every}: {error.message}"
         self.status_bar.show_state(text, problem=True)
         self._failing = True
 

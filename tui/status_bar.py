@@ -14,12 +14,13 @@ class StatusBar(Horizontal):
 
     DEFAULT_CSS = """
     StatusBar {
-        height: 1;
+        height: auto;
         padding: 0 1;
         background: $panel;
     }
     StatusBar #connection {
         width: 1fr;
+        height: auto;
     }
     StatusBar #connection.-problem {
         color: $text-error;
