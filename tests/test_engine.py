@@ -176,13 +176,12 @@ def test_pids_limit_stops_forks(alps_server: AlpsServer):
 @needs_root
 def test_cpu_limit_is_written_to_the_cgroup(alps_server: AlpsServer):
     with alps_server.client("user") as client:
-        job_id = start(client, "sleep 30", limits={"cpu": 0.25})
+        job_id = start(client, "echo running; sleep 30", limits={"cpu": 0.25})
         try:
-            folder = wait_until(
-                lambda: next(
-                    Path("/sys/fs/cgroup/cpu").glob(f"**/alps-*/job-{job_id}"), None
-                )
-            )
+            # The limits are written before the command runs.
+            wait_until(lambda: client.get(f"/output/{job_id}/stdout").content)
+            folder = next(Path("/sys/fs/cgroup/cpu").glob(f"**/alps-*/job-{job_id}"))
+
             quota = folder / "cpu.cfs_quota_us"
 
             assert quota.read_text().strip() == "25000"
