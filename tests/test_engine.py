@@ -180,7 +180,11 @@ def test_cpu_limit_is_written_to_the_cgroup(alps_server: AlpsServer):
         try:
             # The limits are written before the command runs.
             wait_until(lambda: client.get(f"/output/{job_id}/stdout").content)
-            folder = next(Path("/sys/fs/cgroup/cpu").glob(f"**/alps-*/job-{job_id}"))
+            folder = next(
+                path
+                for path in job_cgroups(alps_server, job_id)
+                if path.parts[4] == "cpu"
+            )
 
             quota = folder / "cpu.cfs_quota_us"
 
