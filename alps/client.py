@@ -9,6 +9,7 @@ names the address or file involved::
     ├── ApiError          the API returned an error body; carries ``status``
     ├── CredentialError   the CA, certificate or key file cannot be read or used
     └── TransportError    no connection, TLS handshake failed, timeout, bad reply
+        └── ReplyTimeout  no reply, or no next chunk, within the read timeout
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import select
 import socket
 import ssl
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,23 @@ class CredentialError(ClientError):
 
 class TransportError(ClientError):
     """A connection, TLS or protocol failure between the client and the API."""
+
+
+class ReplyTimeout(TransportError):
+    """A reply, or the next chunk of a reply, that did not come in time."""
+
+
+@dataclass
+class StreamReply:
+    """An open reply of the raw output endpoint, whose body is read chunk by chunk.
+
+    ``chunks`` must be read to its end, or closed, before the client sends its
+    next request.
+    """
+
+    start: int  # offset in the stream of the reply's first byte
+    size: int | None  # the stream's size in bytes when the reply was sent
+    chunks: Iterator[bytes]
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -169,9 +188,18 @@ class ApiClient:
 
     # The endpoints, one method each --------------------------------------------
 
-    def start(self, command: str) -> dict[str, Any]:
-        """Start ``command`` with ``/bin/sh -c``; return its ID, owner, start time."""
-        return self._request("POST", "/start", {"job": command}, retry=False)
+    def start(
+        self, command: str, limits: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Start ``command`` with ``/bin/sh -c``; return its ID, owner, start time.
+
+        ``limits`` may set ``memory`` (bytes, or a size such as ``"256M"``),
+        ``cpu`` (a number of CPUs) and ``pids`` (processes and threads).
+        """
+        payload: dict[str, Any] = {"job": command}
+        if limits:
+            payload["limits"] = limits
+        return self._request("POST", "/start", payload, retry=False)
 
     def stop(self, job_id: int) -> dict[str, Any]:
         """Stop a job and return its final status once it has stopped."""
@@ -225,16 +253,77 @@ class ApiClient:
         bytes, or runs to the stream's current end without a limit. With
         ``follow``, new bytes keep coming until the job has stopped.
         """
+        reply = self.open_stream(
+            job_id, stream, offset, limit, follow=follow, chunk_size=chunk_size
+        )
+        yield from reply.chunks
+
+    def open_stream(
+        self,
+        job_id: int,
+        stream: str,
+        offset: int = 0,
+        limit: int | None = None,
+        *,
+        follow: bool = False,
+        last: int | None = None,
+        chunk_size: int = 65536,
+    ) -> StreamReply:
+        """Request a job's ``stdout`` or ``stderr`` and return the open reply.
+
+        ``offset``, ``limit`` and ``follow`` are as in ``read_stream``. With
+        ``last``, the reply contains the stream's last ``last`` bytes instead,
+        requested with a ``Range: bytes=-N`` suffix. For an empty stream that
+        reply starts at 0 and contains nothing.
+        """
         if stream not in STREAMS:
             raise ValueError(f"invalid stream {stream!r}: use 'stdout' or 'stderr'")
-        path = f"/output/{_job_path(job_id)}/{stream}?offset={int(offset)}"
-        if limit is not None:
-            path += f"&limit={int(limit)}"
-        if follow:
-            path += "&follow=true"
-        response = self._send("GET", path, None, retry=True)
-        if response.status != 200:
+        path = f"/output/{_job_path(job_id)}/{stream}"
+        headers: dict[str, str] = {}
+        if last is not None:
+            if last < 1:
+                raise ValueError(f"invalid length {last!r}: expected 1 or more")
+            headers["Range"] = f"bytes=-{int(last)}"
+        else:
+            path += f"?offset={int(offset)}"
+            if limit is not None:
+                path += f"&limit={int(limit)}"
+            if follow:
+                path += "&follow=true"
+        response = self._send("GET", path, None, retry=True, headers=headers)
+        if response.status == 416 and last is not None:
+            # The API rejects any suffix range of an empty stream.
+            self._read_body(response)
+            return StreamReply(start=0, size=0, chunks=iter(()))
+        if response.status not in (200, 206):
             self._raise_for(response, self._read_body(response))
+        start, size = self._stream_window(response, offset)
+        chunks = self._stream_chunks(response, chunk_size)
+        return StreamReply(start=start, size=size, chunks=chunks)
+
+    def _stream_window(
+        self, response: http.client.HTTPResponse, offset: int
+    ) -> tuple[int, int | None]:
+        """Return the start and stream size that a raw output reply states."""
+        size_header = response.getheader("alps-stream-size", "")
+        size = int(size_header) if size_header.isdigit() else None
+        if response.status != 206:
+            return offset, size
+        # Content-Range: bytes FIRST-LAST/SIZE
+        content_range = response.getheader("content-range", "")
+        window, _, total = content_range.removeprefix("bytes ").partition("/")
+        first = window.partition("-")[0]
+        if not first.isdigit():
+            self.close()
+            raise TransportError(
+                f"the API at {self.address} sent a partial reply with an invalid "
+                f"Content-Range header {content_range[:60]!r}"
+            )
+        return int(first), int(total) if total.isdigit() else size
+
+    def _stream_chunks(
+        self, response: http.client.HTTPResponse, chunk_size: int
+    ) -> Iterator[bytes]:
         complete = False
         try:
             while chunk := self._read_chunk(response, chunk_size):
@@ -264,7 +353,13 @@ class ApiClient:
         return decoded
 
     def _send(
-        self, method: str, path: str, body: bytes | None, retry: bool
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        retry: bool,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> http.client.HTTPResponse:
         """Send one request and return the response with its headers read.
 
@@ -275,12 +370,12 @@ class ApiClient:
         if self._connection is not None and self._dropped():
             self.close()
         reused = self._connection is not None
-        headers = {"Accept": "application/json"}
+        all_headers = {"Accept": "application/json", **(headers or {})}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            all_headers["Content-Type"] = "application/json"
         try:
             connection = self._connect()
-            connection.request(method, path, body=body, headers=headers)
+            connection.request(method, path, body=body, headers=all_headers)
             return connection.getresponse()
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             self.close()
@@ -289,7 +384,7 @@ class ApiClient:
         except (OSError, http.client.HTTPException) as error:
             self.close()
             raise self._transport_error(error) from None
-        return self._send(method, path, body, retry=False)
+        return self._send(method, path, body, retry=False, headers=headers)
 
     def _connect(self) -> http.client.HTTPSConnection:
         if self._connection is None:
@@ -402,7 +497,7 @@ class ApiClient:
         if isinstance(error, TimeoutError):
             # Connecting has its own timeout and message, so this one is a reply
             # that did not come in time.
-            return TransportError(
+            return ReplyTimeout(
                 f"the API at {self.address} did not reply within "
                 f"{self.read_timeout:g} seconds; try again, or check the API's log"
             )
