@@ -15,6 +15,7 @@ from typing import Any
 from alps.timefmt import parse_rfc3339
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_BINARY_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 def printable(text: object) -> str:
@@ -55,6 +56,7 @@ def status_lines(job: dict[str, Any]) -> list[str]:
         ("ID", job.get("jobID")),
         ("Command", job.get("job")),
         ("Owner", job.get("owner")),
+        ("Limits", limits_text(job.get("limits"))),
         ("Status", job.get("jobStatus")),
         ("Started", local_time(job.get("startTime"))),
     ]
@@ -69,6 +71,33 @@ def status_lines(job: dict[str, Any]) -> list[str]:
     shown = [(label, value) for label, value in rows if value is not None]
     width = max(len(label) for label, _ in shown) + 1
     return [f"{label + ':':<{width}} {printable(value)}" for label, value in shown]
+
+
+def limits_text(limits: object) -> str | None:
+    """Return a job's limits as ``memory 256 MiB, cpu 0.5, pids 100``, or None."""
+    if not isinstance(limits, dict) or not limits:
+        return None
+    parts = []
+    for name, value in limits.items():
+        formatted = str(value)
+        if name == "memory" and isinstance(value, int):
+            formatted = binary_size(value)
+        elif isinstance(value, float):
+            formatted = f"{value:g}"
+        parts.append(f"{name} {formatted}")
+    return ", ".join(parts)
+
+
+def binary_size(size: int) -> str:
+    """Format a byte count with binary units: ``1610612736`` is ``1.5 GiB``."""
+    value = float(size)
+    unit = 0
+    while value >= 1024 and unit < len(_BINARY_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    if unit == 0:
+        return f"{size} bytes"
+    return f"{value:.1f}".removesuffix(".0") + f" {_BINARY_UNITS[unit]}"
 
 
 def job_table(

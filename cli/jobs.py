@@ -36,13 +36,30 @@ def run_start(args: argparse.Namespace) -> int:
     if not command.strip():
         raise CommandError("the command is empty; give one, such as: alps start 'ls'")
     with connect() as client:
-        body = client.start(command)
+        body = client.start(command, _requested_limits(args))
     if args.json:
         print_json(body)
     else:
         owner = display.printable(body.get("owner"))
         print(f"Started Job {body.get('jobID')} for {owner}")
     return 0
+
+
+def _requested_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the start request's ``limits`` from --memory, --cpu and --pids.
+
+    The API checks the values against the allowed range and the ceiling for
+    users, and its 400 reply names a bad one.
+    """
+    limits: dict[str, Any] = {}
+    if args.memory is not None:
+        memory = args.memory.strip()
+        limits["memory"] = int(memory) if memory.isdigit() else memory
+    if args.cpu is not None:
+        limits["cpu"] = args.cpu
+    if args.pids is not None:
+        limits["pids"] = args.pids
+    return limits
 
 
 def run_stop(args: argparse.Namespace) -> int:

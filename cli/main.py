@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from alps import __version__
 
@@ -175,6 +177,7 @@ def _add_jobs(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     start.add_argument("command", nargs="+", metavar="CMD", help="the command")
+    _add_limit_options(start)
     start.set_defaults(handler="alps.cli.jobs:run_start")
 
     for name in ("stop", "status", "output"):
@@ -201,13 +204,41 @@ def _add_id_command(
     commands: argparse._SubParsersAction,
     json_option: argparse.ArgumentParser,
     name: str,
-) -> None:
+) -> argparse.ArgumentParser:
     help_text, description = ID_COMMANDS[name]
     command = commands.add_parser(
         name, parents=[json_option], help=help_text, description=description
     )
     command.add_argument("id", type=job_id, metavar="ID", help="the job's ID")
     command.set_defaults(handler=f"alps.cli.jobs:run_{name}")
+    return command
+
+
+def _add_limit_options(start: argparse.ArgumentParser) -> None:
+    limits = start.add_argument_group(
+        "limits",
+        "Resource limits for the job, applied by the server with cgroups. Each "
+        "one unset takes the server's default, and users may not go above the "
+        "server's maximum.",
+    )
+    limits.add_argument(
+        "--memory",
+        metavar="SIZE",
+        help="memory limit in bytes, or with a unit K, M, G or T (powers of "
+        "1024), such as 256M",
+    )
+    limits.add_argument(
+        "--cpu",
+        type=_cpus,
+        metavar="CPUS",
+        help="CPU time limit in CPUs, such as 0.5 for half of one CPU",
+    )
+    limits.add_argument(
+        "--pids",
+        type=_positive_number("process count"),
+        metavar="N",
+        help="maximum number of processes and threads in the job at once",
+    )
 
 
 def _add_dev(commands: argparse._SubParsersAction) -> None:
@@ -241,6 +272,29 @@ def _add_dev(commands: argparse._SubParsersAction) -> None:
         "(default: 1h)",
     )
     dev.set_defaults(handler="alps.cli.dev:run_dev")
+
+
+def _cpus(text: str) -> float:
+    try:
+        cpus = float(text)
+    except ValueError:
+        cpus = math.nan
+    if not math.isfinite(cpus) or cpus <= 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid CPU count {text!r}: expected a positive number, such as 0.5"
+        )
+    return cpus
+
+
+def _positive_number(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(
+                f"invalid {name} {text!r}: expected a positive integer, such as 100"
+            )
+        return int(text)
+
+    return parse
 
 
 def _port(text: str) -> int:

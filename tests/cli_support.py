@@ -6,12 +6,17 @@ test's folder, so no test reads or writes a real home folder.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import console_script
+
+STARTED = re.compile(r"Started Job (\d+) for (\S+)\n")
 
 
 @dataclass(frozen=True)
@@ -75,3 +80,31 @@ def run_alps(
         timeout=timeout,
     )
     return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def ok(result: Result) -> Result:
+    """Return ``result`` after checking that the command succeeded."""
+    assert result.code == 0, result.err
+    return result
+
+
+def start_job(env: dict[str, str], command: str, *options: str) -> int:
+    """Run ``alps start [OPTIONS] COMMAND`` and return the new job's ID."""
+    result = ok(run_alps("start", *options, "--", command, env=env))
+    match = STARTED.fullmatch(result.out)
+    assert match, result.out
+    return int(match.group(1))
+
+
+def status_json(env: dict[str, str], job_id: int) -> dict:
+    return json.loads(ok(run_alps("status", "--json", job_id, env=env)).out)
+
+
+def wait_stopped(env: dict[str, str], job_id: int, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = status_json(env, job_id)
+        if body["jobStatus"] == "stopped":
+            return body
+        assert time.monotonic() < deadline, f"job {job_id} still running"
+        time.sleep(0.05)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -15,11 +14,19 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from cli_support import Result, alps_command, alps_env, run_alps
+from cli_support import (
+    STARTED,
+    Result,
+    alps_command,
+    alps_env,
+    ok,
+    run_alps,
+    start_job,
+    status_json,
+    wait_stopped,
+)
 
 from helpers import AlpsServer
-
-STARTED = re.compile(r"Started Job (\d+) for (\S+)\n")
 
 
 @pytest.fixture
@@ -35,33 +42,6 @@ def admin_env(alps_server: AlpsServer, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def other_env(alps_server: AlpsServer, tmp_path: Path) -> dict[str, str]:
     return alps_env(tmp_path, alps_server.cli_config("other"))
-
-
-def ok(result: Result) -> Result:
-    """Return ``result`` after checking that the command succeeded."""
-    assert result.code == 0, result.err
-    return result
-
-
-def start_job(env: dict[str, str], command: str) -> int:
-    result = ok(run_alps("start", command, env=env))
-    match = STARTED.fullmatch(result.out)
-    assert match, result.out
-    return int(match.group(1))
-
-
-def status_json(env: dict[str, str], job_id: int) -> dict:
-    return json.loads(ok(run_alps("status", "--json", job_id, env=env)).out)
-
-
-def wait_stopped(env: dict[str, str], job_id: int, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = status_json(env, job_id)
-        if body["jobStatus"] == "stopped":
-            return body
-        assert time.monotonic() < deadline, f"job {job_id} still running"
-        time.sleep(0.05)
 
 
 def status_fields(result: Result) -> dict[str, str]:
@@ -141,11 +121,85 @@ def test_start_without_command_is_usage_error(user_env: dict[str, str]):
     assert "usage: alps start" in result.err
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "shown"),
+    [
+        ("--memory", "256M", "memory 256 MiB"),
+        ("--memory", "1610612736", "memory 1.5 GiB"),
+        ("--cpu", "0.5", "cpu 0.5"),
+        ("--pids", "100", "pids 100"),
+    ],
+)
+def test_start_limit_option_shows_in_status(
+    user_env: dict[str, str], option: str, value: str, shown: str
+):
+    job_id = start_job(user_env, "true", option, value)
+
+    fields = status_fields(ok(run_alps("status", job_id, env=user_env)))
+
+    assert shown in fields["Limits"].split(", ")
+
+
+def test_start_sends_every_limit(user_env: dict[str, str]):
+    job_id = start_job(
+        user_env, "true", "--memory", "64M", "--cpu", "0.25", "--pids", "20"
+    )
+
+    limits = status_json(user_env, job_id)["limits"]
+    fields = status_fields(ok(run_alps("status", job_id, env=user_env)))
+
+    assert limits == {"memory": 64 << 20, "cpu": 0.25, "pids": 20}
+    assert fields["Limits"] == "memory 64 MiB, cpu 0.25, pids 20"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--memory",
+            "12X",
+            "field 'limits.memory': invalid size '12X': use bytes or a number "
+            "with K, M, G or T, like 512M",
+        ),
+        ("--memory", "10K", "field 'limits.memory': '10K' is below the minimum of 1M"),
+        ("--pids", "5000", "field 'limits.pids': 5000 is above the maximum of 4096"),
+        ("--cpu", "100000", "field 'limits.cpu': 100000.0 is out of range"),
+    ],
+)
+def test_start_with_invalid_limit_shows_api_message(
+    user_env: dict[str, str], option: str, value: str, message: str
+):
+    result = run_alps("start", option, value, "--", "true", env=user_env)
+
+    assert result.code == 1
+    assert result.err.startswith(f"alps: error: {message}")
+    assert result.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--cpu", "half", "invalid CPU count 'half': expected a positive number"),
+        ("--cpu", "nan", "invalid CPU count 'nan': expected a positive number"),
+        ("--cpu", "0", "invalid CPU count '0': expected a positive number"),
+        ("--pids", "0", "invalid process count '0': expected a positive integer"),
+        ("--pids", "1.5", "invalid process count '1.5': expected a positive integer"),
+    ],
+)
+def test_start_rejects_limit_of_wrong_type(
+    user_env: dict[str, str], option: str, value: str, message: str
+):
+    result = run_alps("start", option, value, "--", "true", env=user_env)
+
+    assert result.code == 2
+    assert message in result.err
+
+
 # status --------------------------------------------------------------------------
 
 
 def test_status_of_running_job_shows_aligned_lines(user_env: dict[str, str]):
-    job_id = start_job(user_env, "sleep 100")
+    job_id = start_job(user_env, "sleep 100", "--pids", "50")
     try:
         result = ok(run_alps("status", job_id, env=user_env))
     finally:
@@ -156,12 +210,14 @@ def test_status_of_running_job_shows_aligned_lines(user_env: dict[str, str]):
         "ID",
         "Command",
         "Owner",
+        "Limits",
         "Status",
         "Started",
     ]
     assert len({line.index(line.split(":", 1)[1].strip()) for line in lines}) == 1
     assert status_fields(result)["Status"] == "running"
     assert status_fields(result)["Command"] == "sleep 100"
+    assert status_fields(result)["Limits"] == "pids 50"
 
 
 def test_status_of_stopped_job_shows_end_and_expiry(user_env: dict[str, str]):
@@ -525,6 +581,9 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path: Path, alps_server: AlpsSer
         (("config", "ca"), "CA certificate"),
         (("config", "user"), "client certificate and private key"),
         (("start",), "alps start -- ls -l /tmp"),
+        (("start",), "--memory SIZE memory limit in bytes, or with a unit K, M"),
+        (("start",), "--cpu CPUS CPU time limit in CPUs"),
+        (("start",), "--pids N maximum number of processes and threads"),
         (("stop",), "SIGTERM"),
         (("status",), "exit code"),
         (("output",), "its stderr to stderr"),
