@@ -217,9 +217,10 @@ def _add_id_command(
 def _add_limit_options(start: argparse.ArgumentParser) -> None:
     limits = start.add_argument_group(
         "limits",
-        "Resource limits for the job, applied by the server with cgroups. Each "
-        "one unset takes the server's default, and users may not go above the "
-        "server's maximum.",
+        # The start parser keeps line breaks as written, so they are explicit.
+        "Resource limits for the job, applied by the server with cgroups.\n"
+        "A limit left unset takes the server's default. Users may not go\n"
+        "above the server's maximum.",
     )
     limits.add_argument(
         "--memory",
