@@ -1,8 +1,8 @@
 """The API calls that the dashboard makes beyond those of ``alps.client``.
 
-``DashboardClient`` adds the admin-wide job list, a live follow of a job's
-output, and ``interrupt`` so that the UI thread can end a follow that blocks a
-worker thread in a socket read.
+``DashboardClient`` adds the admin-wide job list, and ``interrupt`` so that the
+UI thread can end a call, such as a live follow of a job's output, that blocks
+a worker thread in a socket read.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
-from collections.abc import Iterator
 from typing import Any
 
-from alps.client import STREAMS, ApiClient, TransportError, _job_path
+from alps.client import ApiClient, TransportError
 
 CHUNK_SIZE = 65536
 
@@ -37,25 +36,6 @@ class DashboardClient(ApiClient):
                 f"the API at {self.address} sent a job list without a 'jobs' list"
             )
         return [job for job in jobs if isinstance(job, dict)]
-
-    def follow(
-        self, job_id: int, stream: str, offset: int = 0
-    ) -> tuple[int, Iterator[bytes]]:
-        """Open a live follow of ``stream`` from byte ``offset``.
-
-        Return the stream's size at the time of the request and an iterator of
-        the bytes from ``offset`` on, each chunk as soon as it arrives. The
-        iterator ends once the job has stopped and every byte was sent.
-        """
-        if stream not in STREAMS:
-            raise ValueError(f"invalid stream {stream!r}: use 'stdout' or 'stderr'")
-        path = f"/output/{_job_path(job_id)}/{stream}?follow=true&offset={int(offset)}"
-        response = self._send("GET", path, None, retry=True)
-        if response.status != 200:
-            self._raise_for(response, self._read_body(response))
-        size_header = response.getheader("alps-stream-size", "")
-        size = int(size_header) if size_header.isdigit() else 0
-        return size, self._chunks(response)
 
     def interrupt(self) -> None:
         """Make the call in progress and every later call raise TransportError.
@@ -82,15 +62,3 @@ class DashboardClient(ApiClient):
             self.close()
             raise TransportError(f"the call to {self.address} was interrupted")
         return connection
-
-    def _chunks(self, response: http.client.HTTPResponse) -> Iterator[bytes]:
-        complete = False
-        try:
-            # _read_chunk returns each chunk of a chunked reply as it comes.
-            while chunk := self._read_chunk(response, CHUNK_SIZE):
-                yield chunk
-            complete = True
-        finally:
-            if not complete:
-                # An unread rest would be taken for the next reply's start.
-                self.close()

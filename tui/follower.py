@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 
-from alps.client import ClientError, TransportError
+from alps.client import ClientError, StreamReply, TransportError
 from alps.tui.api import DashboardClient
 from alps.tui.settings import Settings
 
@@ -119,13 +119,15 @@ class StreamFollower:
         Return the offset the follow starts at and its chunks.
         """
         if offset is not None:
-            _, chunks = client.follow(self.job_id, self.stream, offset)
-            return offset, chunks
-        size, chunks = client.follow(self.job_id, self.stream, 0)
+            return offset, self._follow_from(client, offset).chunks
+        reply = self._follow_from(client, 0)
+        size = reply.size or 0
         if size <= self.tail_bytes:
-            return 0, chunks
+            return 0, reply.chunks
         client.close()
         skipped = size - self.tail_bytes
         on_skip(skipped)
-        _, chunks = client.follow(self.job_id, self.stream, skipped)
-        return skipped, chunks
+        return skipped, self._follow_from(client, skipped).chunks
+
+    def _follow_from(self, client: DashboardClient, offset: int) -> StreamReply:
+        return client.open_stream(self.job_id, self.stream, offset, follow=True)
