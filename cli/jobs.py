@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from alps.cli import display
@@ -21,10 +22,20 @@ from alps.timefmt import parse_rfc3339
 
 def connect() -> ApiClient:
     """Open a client with the settings of the config file, once they are complete."""
+    return client_factory()()
+
+
+def client_factory() -> Callable[[], ApiClient]:
+    """Read and check the config file, and return a function that opens clients."""
     config = load_config()
     require_complete(config)
-    assert config.address and config.ca and config.cert and config.key
-    return ApiClient(config.address, config.ca, config.cert, config.key)
+    address, ca, cert, key = config.address, config.ca, config.cert, config.key
+    assert address and ca and cert and key
+
+    def open_client() -> ApiClient:
+        return ApiClient(address, ca, cert, key)
+
+    return open_client
 
 
 def print_json(body: dict[str, Any]) -> None:
@@ -93,6 +104,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_output(args: argparse.Namespace) -> int:
+    if args.follow or args.tail is not None:
+        return _copy_output(args)
     with connect() as client:
         if args.json:
             print_json(client.output(args.id, decode=False))
@@ -110,6 +123,18 @@ def run_output(args: argparse.Namespace) -> int:
                     target.write(chunk)
             target.write(body[f"{stream}Bytes"])
             target.flush()
+    return 0
+
+
+def _copy_output(args: argparse.Namespace) -> int:
+    from alps.cli.follow import copy_output
+
+    if args.json:
+        raise CommandError(
+            "--json cannot be combined with --follow or --tail; leave one out"
+        )
+    sys.stdout.flush()
+    copy_output(client_factory(), args.id, follow=args.follow, tail=args.tail)
     return 0
 
 

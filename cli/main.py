@@ -153,7 +153,8 @@ ID_COMMANDS = {
     "output": (
         "write a job's stdout and stderr",
         "Write the job's output so far, byte for byte: its stdout to stdout "
-        "and its stderr to stderr.",
+        "and its stderr to stderr. With --follow, keep writing new output as "
+        "the job produces it, and exit once the job has stopped.",
     ),
     "take": (
         "take over a job as an admin",
@@ -180,8 +181,10 @@ def _add_jobs(commands: argparse._SubParsersAction) -> None:
     _add_limit_options(start)
     start.set_defaults(handler="alps.cli.jobs:run_start")
 
-    for name in ("stop", "status", "output"):
+    for name in ("stop", "status"):
         _add_id_command(commands, json_option, name)
+    output = _add_id_command(commands, json_option, "output")
+    _add_output_options(output)
 
     listing = commands.add_parser(
         "list",
@@ -242,6 +245,23 @@ def _add_limit_options(start: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_output_options(output: argparse.ArgumentParser) -> None:
+    output.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep writing output as it comes until the job has stopped; "
+        "Ctrl-C stops following and leaves the job running",
+    )
+    output.add_argument(
+        "--tail",
+        type=_line_count,
+        metavar="N",
+        help="write only the last N lines of each stream (with --follow, "
+        "then the new output; --tail 0 shows only new output)",
+    )
+
+
 def _add_dev(commands: argparse._SubParsersAction) -> None:
     dev = commands.add_parser(
         "dev",
@@ -296,6 +316,14 @@ def _positive_number(name: str) -> Callable[[str], int]:
         return int(text)
 
     return parse
+
+
+def _line_count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"invalid line count {text!r}: expected 0 or a positive integer, such as 10"
+        )
+    return int(text)
 
 
 def _port(text: str) -> int:

@@ -587,6 +587,8 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path: Path, alps_server: AlpsSer
         (("stop",), "SIGTERM"),
         (("status",), "exit code"),
         (("output",), "its stderr to stderr"),
+        (("output",), "-f, --follow keep writing output as it comes"),
+        (("output",), "--tail N write only the last N lines"),
         (("list",), "List your jobs"),
         (("take",), "admins only"),
         (("dev",), "--retention DURATION"),
