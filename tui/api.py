@@ -1,8 +1,8 @@
 """The API calls that the dashboard makes beyond those of ``alps.client``.
 
-``DashboardClient`` adds the admin-wide job list, and ``interrupt`` so that the
-UI thread can end a call, such as a live follow of a job's output, that blocks
-a worker thread in a socket read.
+``DashboardClient`` adds a checked job list, and ``interrupt`` so that the UI
+thread can end a call, such as a live follow of a job's output, that blocks a
+worker thread in a socket read.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ class DashboardClient(ApiClient):
     def list_jobs(self, everyone: bool = False) -> list[dict[str, Any]]:
         """Return the status of the caller's jobs, or with ``everyone`` of all jobs.
 
-        ``everyone`` is for admins; the API rejects it for a user with 403.
+        ``everyone`` is for admins; the API rejects it for a user with 403. A
+        reply without a list of jobs raises TransportError.
         """
-        path = "/list?all=true" if everyone else "/list"
-        jobs = self._request("GET", path).get("jobs")
+        jobs = self.list(everyone).get("jobs")
         if not isinstance(jobs, list):
             raise TransportError(
                 f"the API at {self.address} sent a job list without a 'jobs' list"
