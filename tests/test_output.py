@@ -401,3 +401,20 @@ def thread_count(pid: int) -> int:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_follow_sends_headers_before_the_first_byte(alps_server: AlpsServer, user):
+    job_id = start(user, "sleep 3; echo late")
+    started = time.monotonic()
+    with (
+        alps_server.client("user") as client,
+        client.stream(
+            "GET", f"/output/{job_id}/stdout", params={"follow": "true"}
+        ) as response,
+    ):
+        headers_at = time.monotonic()
+        body = response.read()
+
+    assert response.status_code == 200
+    assert headers_at - started < 1.5
+    assert body == b"late\n"

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(api)
     app.config.RESPONSE_TIMEOUT = api_config.response_timeout
+    # Open follows would otherwise hold a stop of the API for Sanic's default 15 s;
+    # their clients resume from the last byte they got.
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = 3.0
 
     @app.after_server_start
     async def announce(app: Sanic) -> None:

@@ -150,6 +150,10 @@ async def _follow(
         headers={"alps-stream-size": str(first["size"]), "cache-control": "no-store"},
         content_type="application/octet-stream",
     )
+    # Sanic writes the status line and headers with the first body bytes; an
+    # empty send puts them on the wire now, so a follower of a quiet job knows
+    # at once that the stream is open.
+    await response.send(b"")
     log_request(request, 200)
     position = offset
     watch = [caller.identity, caller.role, job_id, stream, position]
