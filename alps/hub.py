@@ -412,7 +412,9 @@ class Hub:
         files = JobFiles(self._jobs_dir, job.id)
         files.create_folder()
         cwd = working_folder(account)
-        cgroup = None if self._cgroups is None else self._cgroups.for_job(job.id)
+        cgroup = None
+        if self._cgroups is not None:
+            cgroup = self._cgroups.for_job(job.id, job.limits)
         spec = {
             "id": job.id,
             "command": job.command,

@@ -21,6 +21,7 @@ import hashlib
 import os
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # v1 controllers that a job joins; "freezer" is what makes a kill race-free.
@@ -51,19 +52,24 @@ class JobCgroup:
     def _procs_dir(self) -> str:
         return self._dir_of("freezer") or next(iter(self.dirs.values()))
 
-    def create(self, limits: dict[str, float]) -> None:
+    def create(self, limits: dict[str, float], spare_pids: int = 0) -> None:
         """Make the group's folders and write its limits.
 
         ``limits`` may hold ``memory`` (bytes), ``cpu`` (CPUs, may be fractional)
-        and ``pids`` (processes). A limit that this group cannot apply raises
-        OSError, so no job runs with less protection than it asked for.
+        and ``pids`` (processes). ``spare_pids`` raises the pids limit for a
+        moment, while the supervisor itself sits in the group to spawn the job.
+        A limit that this group cannot apply raises OSError, so no job runs with
+        less protection than it asked for.
         """
         for path in self.dirs.values():
             os.makedirs(path, mode=0o755, exist_ok=True)
         for name, value in limits.items():
-            for file_name, text in self._limit_files(name, value):
-                with open(file_name, "w") as limit:
-                    limit.write(text)
+            self.write_limit(name, value + spare_pids if name == "pids" else value)
+
+    def write_limit(self, name: str, value: float) -> None:
+        for file_name, text in self._limit_files(name, value):
+            with open(file_name, "w") as limit:
+                limit.write(text)
 
     def _limit_files(self, name: str, value: float) -> list[tuple[str, str]]:
         controller = {"memory": "memory", "cpu": "cpu", "pids": "pids"}[name]
@@ -97,9 +103,16 @@ class JobCgroup:
         measured on a 2-CPU VM with Linux 6.18. v2 lets no thread leave its
         process's domain group, so there it is ``cgroup.procs``.
         """
+        self._move_self(self.dirs.values())
+
+    def leave_self(self) -> None:
+        """Move the calling process back out, into the folder of all job groups."""
+        self._move_self(os.path.dirname(path) for path in self.dirs.values())
+
+    def _move_self(self, folders: Iterable[str]) -> None:
         name = "cgroup.procs" if self.version == 2 else "tasks"
-        for path in self.dirs.values():
-            with open(os.path.join(path, name), "w") as members:
+        for folder in folders:
+            with open(os.path.join(folder, name), "w") as members:
                 members.write("0")
 
     def pids(self) -> list[int]:
@@ -188,10 +201,19 @@ class CgroupHost:
     # The limits that job groups can apply: a subset of LIMIT_CONTROLLERS.
     limits: frozenset[str]
 
-    def for_job(self, job_id: int) -> JobCgroup:
+    def for_job(self, job_id: int, limits: Iterable[str] | None = None) -> JobCgroup:
+        """Return a job's group: with ``limits``, only the v1 controllers it needs.
+
+        Every v1 group has a freezer folder, which lists and kills the job's
+        processes. A controller folder costs a mkdir, a move and an rmdir per
+        job, so memory, cpu and pids folders are made only for those limits.
+        Without ``limits``, the group names every folder that a job may have.
+        """
+        wanted = None if limits is None else {"freezer", *limits}
         dirs = {
             controller: os.path.join(base, f"job-{job_id}")
             for controller, base in self.bases.items()
+            if wanted is None or self.version == 2 or controller in wanted
         }
         return JobCgroup(version=self.version, dirs=dirs)
 

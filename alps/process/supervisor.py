@@ -1,6 +1,7 @@
 """The per-job supervisor: the parent of one job's shell, independent of the worker.
 
-The spawner forks one supervisor per job. The supervisor
+The spawner forks supervisors ahead of need and hands each one job's spec. The
+supervisor
 
 1. starts ``/bin/sh -c CMD`` in a new session, inside the job's control group,
    with stdin from /dev/null and stdout and stderr on two pipes;
@@ -40,12 +41,12 @@ import time
 from typing import Any, NoReturn
 
 from alps.process.cgroups import JobCgroup
+from alps.process.launch import LaunchError, launch
 
 CHUNK = 1 << 20  # bytes moved by one splice call, the size of a full pipe
 PIPE_SIZE = 1 << 20  # the default maximum (/proc/sys/fs/pipe-max-size)
 PR_SET_NAME = 15  # from <linux/prctl.h>
 PR_SET_CHILD_SUBREAPER = 36
-SHELL = "/bin/sh"
 STOP_REQUESTED = "stopped on request"
 
 
@@ -85,11 +86,14 @@ def fill_record(fd: int, data: dict[str, Any]) -> None:
 
 
 class Supervisor:
-    def __init__(self, spec: dict[str, Any], libc: ctypes.CDLL | None) -> None:
-        self.spec = spec
-        self.job_dir: str = spec["job_dir"]
-        self.grace: float = spec["stop_grace"]
-        self.cgroup = JobCgroup.from_dict(spec["cgroup"]) if spec["cgroup"] else None
+    """One job's supervisor, forked by the spawner before it has a job.
+
+    ``wait_for_job`` runs in the fresh child: it sets the process up while the
+    spawner still holds it idle, then reads the job's spec from ``spec_fd`` and
+    runs the job. An idle supervisor whose spawner goes away exits.
+    """
+
+    def __init__(self, libc: ctypes.CDLL | None) -> None:
         self.libc = libc
         self.job_pid = 0
         self.wait_status: int | None = None
@@ -97,12 +101,23 @@ class Supervisor:
         self.stop_requested = False
         self.kill_deadline: float | None = None
         self.killed = False
-        self.start_error: str | None = None
 
-    # Setup -------------------------------------------------------------------
+    def wait_for_job(self, spec_fd: int) -> NoReturn:
+        self._detach(spec_fd)
+        spec = _read_spec(spec_fd)
+        if spec is None:
+            os._exit(0)
+        self._name(f"alps-sup {spec['id']}")
+        # The spawner forked this process with SIGTERM blocked; a stop that came
+        # early is delivered now, to the handler.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        self.run(spec)
 
-    def run(self) -> NoReturn:
-        self._detach()
+    def run(self, spec: dict[str, Any]) -> NoReturn:
+        self.spec = spec
+        self.job_dir: str = spec["job_dir"]
+        self.grace: float = spec["stop_grace"]
+        self.cgroup = JobCgroup.from_dict(spec["cgroup"]) if spec["cgroup"] else None
         try:
             self.exit_record = reserve_record(os.path.join(self.job_dir, "exit.json"))
             pids_record = reserve_record(os.path.join(self.job_dir, "supervisor.json"))
@@ -125,7 +140,7 @@ class Supervisor:
             self._finish()
         os._exit(0)
 
-    def _detach(self) -> None:
+    def _detach(self, keep_fd: int) -> None:
         """Leave the spawner's session and fds, and become the job's subreaper."""
         os.setsid()
         signal.set_wakeup_fd(-1)
@@ -133,25 +148,35 @@ class Supervisor:
         # process reaps them and, without control groups, can still find them.
         if self.libc is not None:
             self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-            # The name that ps and top show, at most 15 bytes.
-            name = f"alps-sup {self.spec['id']}".encode()[:15]
-            self.libc.prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self._name("alps-sup idle")
+        os.closerange(3, keep_fd)
+        os.closerange(keep_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        # Ignored signals stay ignored across exec, and the job must start with
+        # none ignored. So the supervisor gives SIGINT and SIGHUP handlers that do
+        # nothing (exec resets those), and takes back anything it inherited as
+        # ignored, except SIGPIPE and SIGXFSZ, which Python ignores on purpose and
+        # subprocess resets for the job.
+        for signum in _RESETTABLE:
+            with contextlib.suppress(OSError, ValueError):
+                if signal.getsignal(signum) == signal.SIG_IGN:
+                    signal.signal(signum, signal.SIG_DFL)
+        for signum in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, _ignore)
         self.wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        # The spawner forked this process with SIGTERM blocked; a stop that came
-        # early is delivered now, to the handler.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+    def _name(self, name: str) -> None:
+        """Set the name that ps and top show, at most 15 bytes."""
+        if self.libc is not None:
+            self.libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.stop_requested = True
 
     def _start_job(self) -> tuple[int, int] | None:
-        """Fork and exec the job's shell; return the read ends of its two pipes."""
+        """Start the job's shell; return the read ends of its two pipes."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         self.out_file = os.open(os.path.join(self.job_dir, "stdout"), flags, 0o600)
         self.err_file = os.open(os.path.join(self.job_dir, "stderr"), flags, 0o600)
@@ -161,59 +186,29 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 _set_pipe_size(fd)
             os.set_blocking(fd, False)
+        limits = self.spec.get("limits") or {}
+        # On v1 the supervisor stays in the job's group while it starts the job.
+        spare = 1 if self.cgroup is not None and self.cgroup.version == 1 else 0
         if self.cgroup is not None:
-            self.cgroup.create(self.spec.get("limits") or {})
-        status_read, status_write = os.pipe2(os.O_CLOEXEC)
+            self.cgroup.create(limits, spare_pids=spare)
 
-        pid = os.fork()
-        if pid == 0:
-            self._exec_job(out_write, err_write, status_write)
-        self.job_pid = pid
-        for fd in (out_write, err_write, status_write):
-            os.close(fd)
-
-        # The status pipe closes on a successful exec; otherwise it holds the error.
-        with os.fdopen(status_read, "rb") as status:
-            failure = status.read()
-        if failure:
-            self.start_error = failure.decode(errors="replace")
-            self.reason = f"could not run the job: {self.start_error}"
-            self._reap(block=True)
-            os.close(out_read)
-            os.close(err_read)
-            return None
-        return out_read, err_read
-
-    def _exec_job(self, out_write: int, err_write: int, status_write: int) -> NoReturn:
-        """In the forked child: set up a clean process and exec the shell."""
         try:
-            if self.cgroup is not None:
-                self.cgroup.join_self()
-            os.setsid()
-            signal.set_wakeup_fd(-1)
-            for signum in signal.valid_signals():
-                if signum not in (signal.SIGKILL, signal.SIGSTOP):
-                    with contextlib.suppress(OSError, ValueError):
-                        signal.signal(signum, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(out_write, 1)
-            os.dup2(err_write, 2)
-            os.closerange(3, status_write)
-            os.closerange(status_write + 1, os.sysconf("SC_OPEN_MAX"))
-            user = self.spec.get("user")
-            if user is not None:
-                os.setgroups(user["groups"])
-                os.setgid(user["gid"])
-                os.setuid(user["uid"])
-            os.chdir(self.spec["cwd"])
-            os.execve(SHELL, ["sh", "-c", self.spec["command"]], self.spec["env"])
-        except BaseException as error:
-            message = getattr(error, "strerror", None) or repr(error)
-            with contextlib.suppress(BaseException):
-                os.write(status_write, f"{SHELL}: {message}".encode())
-        os._exit(127)
+            started = launch(self.spec, self.cgroup, out_write, err_write)
+        except LaunchError as error:
+            self.reason = f"could not run the job: {error}"
+            for fd in (out_read, err_read):
+                os.close(fd)
+            return None
+        finally:
+            os.close(out_write)
+            os.close(err_write)
+        # Kept so that it is never collected, which would reap the job.
+        self.process = started
+        self.job_pid = started if isinstance(started, int) else started.pid
+        if spare and self.cgroup is not None and "pids" in limits:
+            # The supervisor has left the group: the job gets its exact limit.
+            self.cgroup.write_limit("pids", limits["pids"])
+        return out_read, err_read
 
     def _write_pids(self, record: int) -> None:
         own = os.getpid()
@@ -364,6 +359,27 @@ class Supervisor:
                 "stopTime": stop_time,
             },
         )
+
+
+_RESETTABLE = frozenset(signal.valid_signals()) - {
+    signal.SIGKILL,
+    signal.SIGSTOP,
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+}
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Do nothing: a handler, unlike SIG_IGN, does not pass to the job."""
+
+
+def _read_spec(fd: int) -> dict[str, Any] | None:
+    """Read the job's spec, JSON up to end of file; None if the spawner is gone."""
+    parts = []
+    while chunk := os.read(fd, 1 << 16):
+        parts.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(parts)) if parts else None
 
 
 def _signal_name(signum: int) -> str:
