@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     logs.setup("alps-api")
-    memory.return_large_blocks()
+    memory.bound_heaps()
     # Sanic's own start and stop lines speak of its "workers", which would be
     # confused with the ALPS worker; its warnings and errors still show.
     logging.getLogger("sanic").setLevel(logging.WARNING)

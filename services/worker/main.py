@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     logs.setup("alps-worker")
-    memory.return_large_blocks()
+    memory.bound_heaps()
     try:
         config = load_server_config(args.config).worker
         return serve(config)
