@@ -205,6 +205,15 @@ def wait_stopped(client: ApiClient, job_id: int, pause: float = 0.0) -> dict:
             time.sleep(pause)
 
 
+def wait_idle(server: Server) -> None:
+    """Wait until no job runs, so that one figure's jobs do not slow the next."""
+    with server.client("admin") as client:
+        while any(
+            job["jobStatus"] == "running" for job in client.list(everyone=True)["jobs"]
+        ):
+            time.sleep(0.1)
+
+
 def start_latency(server: Server, spawn_median: float, count: int) -> list[Figure]:
     with server.client() as client:
         timed(lambda: client.start("true"), 20)
@@ -505,9 +514,11 @@ def main(argv: list[str] | None = None) -> int:
         few_others = list_latency(server)
 
         figures.append(sustained_starts(server, 5.0))
+        wait_idle(server)
         figures.append(output_capture(server, 256 * MIB))
         figures.append(raw_fetch(server, 256 * MIB))
         jobs = fill_jobs(server, args.jobs)
+        wait_idle(server)
         figures += memory_after_jobs(server, jobs)
         many_others = list_latency(server)
         figures.append(
@@ -522,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         figures += memory_during_big_job(server)
+        wait_idle(server)
         figures.append(cold_status(server, last))
     figures += task_spooler(spawn_median)
 
