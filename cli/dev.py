@@ -102,7 +102,8 @@ def run_dev(args: argparse.Namespace) -> int:
     port = args.port or _free_port()
     _check_port_free(port)
 
-    _write_server_files(folder, port, args.retention)
+    _check_account(args.run_as)
+    _write_server_files(folder, port, args.retention, args.run_as)
     made_new = _ensure_certificates(folder)
     address = f"{HOST}:{port}"
     for name in ("user", "admin"):
@@ -195,7 +196,25 @@ def _load_current(
     return issued
 
 
-def _write_server_files(folder: DevFolder, port: int, retention: str) -> None:
+def _check_account(name: str | None) -> None:
+    """Check that jobs can run as ``name``: it exists, and alps dev runs as root."""
+    if name is None:
+        return
+    import pwd
+
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        raise CommandError(f"--run-as: no account {name!r} on this host") from None
+    if account.pw_uid != os.geteuid() and os.geteuid() != 0:
+        raise CommandError(
+            f"--run-as {name}: running jobs as another account needs root"
+        )
+
+
+def _write_server_files(
+    folder: DevFolder, port: int, retention: str, run_as: str | None
+) -> None:
     acl = {"users": {USER: {"role": "user"}, ADMIN: {"role": "admin"}}}
     write_private(folder.root / "acl.toml", tomli_w.dumps(acl).encode())
 
@@ -217,6 +236,8 @@ def _write_server_files(folder: DevFolder, port: int, retention: str) -> None:
             "audit_log": "audit.jsonl",
         },
     }
+    if run_as is not None:
+        server["worker"]["default_run_as"] = run_as
     write_private(folder.server_config, tomli_w.dumps(server).encode())
     (folder.root / "run").mkdir(mode=0o700, exist_ok=True)
     try:

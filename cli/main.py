@@ -292,6 +292,12 @@ def _add_dev(commands: argparse._SubParsersAction) -> None:
         help="how long a stopped job's output is kept, such as 90s, 10m or 1h "
         "(default: 1h)",
     )
+    dev.add_argument(
+        "--run-as",
+        metavar="ACCOUNT",
+        help="run jobs as this local account instead of your own (needs root); "
+        "sets [worker] default_run_as",
+    )
     dev.set_defaults(handler="alps.cli.dev:run_dev")
 
 

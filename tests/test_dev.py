@@ -308,6 +308,7 @@ def test_dev_stops_on_sigterm_and_rerun_keeps_jobs(start_dev, tmp_path: Path):
     status = run_alps("status", running, env=env).out
     assert "Exit code:    143" in status
     assert "Signal:       SIGTERM" in status
+    assert "Reason:       stopped because the worker shut down" in status
     assert second.stop(signal.SIGINT) == 0
 
 
@@ -387,6 +388,31 @@ def test_dev_reports_port_in_use(tmp_path: Path):
     assert result.code == 1
     assert f"port {port} on 127.0.0.1 is in use" in result.err
     assert "--port 0" in result.err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another account needs root")
+def test_dev_run_as_runs_jobs_as_the_account(start_dev, tmp_path: Path):
+    env = alps_env(tmp_path)
+    dev_run = start_dev(tmp_path / "dev", env, "--run-as", "nobody")
+    job = job_id_of(run_alps("start", "id -un", env=env).out)
+    wait_stopped(env, job)
+
+    assert run_alps("output", job, env=env).stdout == b"nobody\n"
+    assert dev_run.stop(signal.SIGTERM) == 0
+
+
+def test_dev_rejects_unknown_run_as_account(tmp_path: Path):
+    result = run_alps(
+        "dev",
+        "--dir",
+        tmp_path / "dev",
+        "--run-as",
+        "alpsnosuchaccount",
+        env=alps_env(tmp_path),
+    )
+
+    assert result.code == 1
+    assert "alps: error: --run-as: no account 'alpsnosuchaccount'" in result.err
 
 
 def test_dev_rejects_invalid_retention(tmp_path: Path):
