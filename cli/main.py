@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     _add_config(commands)
     _add_jobs(commands)
+    _add_dashboard(commands)
     _add_dev(commands)
     return parser
 
@@ -260,6 +261,20 @@ def _add_output_options(output: argparse.ArgumentParser) -> None:
         help="write only the last N lines of each stream (with --follow, "
         "then the new output; --tail 0 shows only new output)",
     )
+
+
+def _add_dashboard(commands: argparse._SubParsersAction) -> None:
+    # tui.main imports no Textual at module level, so this costs a few ms.
+    from alps.tui.main import DESCRIPTION, add_options
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="watch your jobs live in the terminal",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(dashboard)
+    dashboard.set_defaults(handler="alps.tui.main:run")
 
 
 def _add_dev(commands: argparse._SubParsersAction) -> None:

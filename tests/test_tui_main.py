@@ -70,3 +70,15 @@ def test_alps_subcommand_raises_command_error(
     assert args.interval == 2.0
     with pytest.raises(CommandError, match="does not exist"):
         run(args)
+
+
+def test_alps_dashboard_subcommand_has_help():
+    result = subprocess.run(
+        [console_script("alps"), "dashboard", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 0
+    assert "--interval" in result.stdout
