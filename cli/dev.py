@@ -219,14 +219,17 @@ def _write_server_files(
     write_private(folder.root / "acl.toml", tomli_w.dumps(acl).encode())
 
     # Relative paths are relative to server.toml, so the folder may be moved.
+    worker: dict[str, object] = {
+        "socket": "run/worker.sock",
+        "state_dir": "state",
+        "retention": retention,
+        # Stopping alps dev stops its jobs too, so none outlives it.
+        "keep_jobs_on_exit": False,
+    }
+    if run_as is not None:
+        worker["default_run_as"] = run_as
     server = {
-        "worker": {
-            "socket": "run/worker.sock",
-            "state_dir": "state",
-            "retention": retention,
-            # Stopping alps dev stops its jobs too, so none outlives it.
-            "keep_jobs_on_exit": False,
-        },
+        "worker": worker,
         "api": {
             "listen": f"{HOST}:{port}",
             "ca": "ca.crt",
@@ -236,8 +239,6 @@ def _write_server_files(
             "audit_log": "audit.jsonl",
         },
     }
-    if run_as is not None:
-        server["worker"]["default_run_as"] = run_as
     write_private(folder.server_config, tomli_w.dumps(server).encode())
     (folder.root / "run").mkdir(mode=0o700, exist_ok=True)
     try:
