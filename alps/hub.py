@@ -51,6 +51,8 @@ MAX_JOB_ID = 2**63 - 1  # SQLite's largest integer key
 READ_CHUNK = 4 << 20
 # The most output streams that one wait_any call may watch.
 MAX_WATCHES = 10_000
+# The most follow waiters whose wake epoch the Hub remembers.
+MAX_WAITERS = 1_000
 # How long past the stop grace a stop call waits before it reports a failure.
 STOP_WAIT_MARGIN = 10.0
 
@@ -72,7 +74,8 @@ class Hub:
         self._closing = threading.Event()
         self._runner = Runner(on_exit=self._on_supervisor_exit)
         self._watcher = OutputWatcher()
-        self._wake_generation = 0
+        # The latest epoch that each follow waiter (one per API process) woke with.
+        self._wake_epochs: dict[str, int] = {}
         # Jobs that the worker itself stopped because it was shutting down.
         self._shutdown_stops: set[int] = set()
         self._pruner = threading.Thread(
@@ -238,32 +241,41 @@ class Hub:
         return {"size": size, "data": data, "jobStatus": status}
 
     @expose
-    def wait_any(self, watches: object, timeout: object) -> list[int]:
+    def wait_any(
+        self, watches: object, timeout: object, waiter: str = "", epoch: int = 0
+    ) -> list[int]:
         """Wait until one of several output streams has more to read.
 
         Each watch is ``[identity, role, job_id, stream, offset]``. Return the
         indices of the watches that are ready, because their stream is longer
         than ``offset``, their job has stopped, or the caller may no longer see
-        the job. Return ``[]`` after ``timeout`` seconds (at most 30) or when
-        ``wake`` is called, whichever comes first.
+        the job. Return ``[]`` after ``timeout`` seconds (at most 30), or once
+        ``wake(waiter, E)`` has been called with an ``E`` above ``epoch``, even
+        if that call came first: the caller's list of watches is out of date.
         """
         checks = self._watch_checks(watches)
         seconds = min(max(_check_number(timeout, "timeout"), 0.0), 30.0)
         deadline = time.monotonic() + seconds
-        generation = self._wake_generation
         with self._watcher.changed:
             while True:
                 ready = [index for index, check in enumerate(checks) if check()]
                 remaining = deadline - time.monotonic()
-                if ready or remaining <= 0 or generation != self._wake_generation:
+                stale = self._wake_epochs.get(waiter, 0) > epoch
+                if ready or remaining <= 0 or stale:
                     return ready
                 self._watcher.changed.wait(remaining)
 
     @expose
-    def wake(self) -> None:
-        """End every ``wait_any`` call in progress, so callers can change watches."""
+    def wake(self, waiter: str = "", epoch: int = 0) -> None:
+        """Mark ``waiter``'s watches before ``epoch`` as out of date, and wake it."""
         with self._watcher.changed:
-            self._wake_generation += 1
+            if (
+                len(self._wake_epochs) >= MAX_WAITERS
+                and waiter not in self._wake_epochs
+            ):
+                # Waiters of API processes that are gone; the oldest go first.
+                del self._wake_epochs[next(iter(self._wake_epochs))]
+            self._wake_epochs[waiter] = max(self._wake_epochs.get(waiter, 0), epoch)
             self._watcher.changed.notify_all()
 
     def _watch_checks(self, watches: object) -> list[Any]:

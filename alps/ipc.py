@@ -95,11 +95,13 @@ class WorkerClient:
     ) -> dict[str, Any]:
         return self._call("read", identity, role, job_id, stream, offset, length)
 
-    def wait_any(self, watches: list[list[Any]], timeout: float) -> list[int]:
-        return self._call("wait_any", watches, timeout)
+    def wait_any(
+        self, watches: list[list[Any]], timeout: float, waiter: str, epoch: int
+    ) -> list[int]:
+        return self._call("wait_any", watches, timeout, waiter, epoch)
 
-    def wake(self) -> None:
-        self._call("wake")
+    def wake(self, waiter: str, epoch: int) -> None:
+        self._call("wake", waiter, epoch)
 
     def list(
         self, identity: str, role: str, everyone: bool = False

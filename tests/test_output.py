@@ -418,3 +418,25 @@ def test_follow_sends_headers_before_the_first_byte(alps_server: AlpsServer, use
     assert response.status_code == 200
     assert headers_at - started < 1.5
     assert body == b"late\n"
+
+
+def test_two_streams_followed_at_once_stay_live(alps_server: AlpsServer, user):
+    # A quiet stderr follower must not hold up the stdout one: each wait of a
+    # follower has to reach the worker even while another wait is under way.
+    job_id = start(user, "echo a; sleep 1; echo b; sleep 1; echo c; sleep 1")
+    results: dict[str, tuple] = {}
+
+    def follow(stream: str) -> None:
+        results[stream] = follow_lines(alps_server, job_id, stream)
+
+    threads = [threading.Thread(target=follow, args=(s,)) for s in ("stdout", "stderr")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+    lines, _ = results["stdout"]
+    assert [line for _, line in lines] == [b"a", b"b", b"c"]
+    assert lines[1][0] - lines[0][0] > 0.7
+    assert lines[2][0] - lines[1][0] > 0.7
+    assert results["stderr"][0] == []

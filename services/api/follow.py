@@ -3,9 +3,11 @@
 A follower that has read all there is waits here. Rather than hold a thread and
 a worker connection per follower, one thread sends all the pending waits to the
 worker in a single ``wait_any`` call and resolves the followers whose streams are
-ready. When a follower joins, ``wake`` ends the call in progress so that the next
-one includes it. The number of threads and connections stays the same however
-many clients follow, and a follower that hangs up leaves nothing behind.
+ready. When a follower joins during a call, ``wake`` ends that call so that the
+next one includes it; an epoch makes the wake count even when it reaches the
+worker before the call does. The number of threads and connections stays the
+same however many clients follow, and a follower that hangs up leaves nothing
+behind.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from typing import Any
 
 from alps.errors import AlpsError
@@ -38,6 +41,11 @@ class FollowWaiter:
         self._ids = itertools.count()
         self._changed = threading.Event()
         self._thread: threading.Thread | None = None
+        # Names this waiter in the worker's wake calls, apart from other APIs'.
+        self._name = uuid.uuid4().hex
+        # Counts the watches added; a wait_any call carries the count it saw.
+        self._epoch = 0
+        # Whether a wait_any call is under way; set with the watches it took.
         self._in_call = False
 
     async def wait(self, watch: list[Any], timeout: float) -> bool:
@@ -47,11 +55,15 @@ class FollowWaiter:
         key = next(self._ids)
         with self._lock:
             self._pending[key] = (watch, future)
+            self._epoch += 1
+            epoch = self._epoch
+            in_call = self._in_call
             self._ensure_thread()
         self._changed.set()
-        if self._in_call:
-            # The call in progress does not include this watch: end it now.
-            await loop.run_in_executor(None, self._wake_worker)
+        if in_call:
+            # The call under way took its watches before this one: end it, even
+            # if it has not reached the worker yet.
+            await loop.run_in_executor(None, self._wake_worker, epoch)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -60,10 +72,10 @@ class FollowWaiter:
             with self._lock:
                 self._pending.pop(key, None)
 
-    def _wake_worker(self) -> None:
+    def _wake_worker(self, epoch: int) -> None:
         # On failure the waiting thread meets the same error and reports it.
         with contextlib.suppress(AlpsError):
-            self._worker.wake()
+            self._worker.wake(self._name, epoch)
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -78,19 +90,20 @@ class FollowWaiter:
             self._changed.clear()
             with self._lock:
                 items = list(self._pending.values())
+                epoch = self._epoch
+                self._in_call = bool(items)
             if not items:
                 continue
-            self._in_call = True
+            watches = [watch for watch, _ in items]
             try:
-                ready = self._worker.wait_any(
-                    [watch for watch, _ in items], WAIT_SECONDS
-                )
+                ready = self._worker.wait_any(watches, WAIT_SECONDS, self._name, epoch)
             except Exception as error:  # followers must not hang on any failure
                 logger.warning(event("follow wait failed", error=repr(error)))
                 ready = list(range(len(items)))
                 time.sleep(RETRY_SECONDS)
             finally:
-                self._in_call = False
+                with self._lock:
+                    self._in_call = False
             for index in ready:
                 _resolve(items[index][1])
             self._changed.set()
