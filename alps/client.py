@@ -22,9 +22,8 @@ import select
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 CONNECT_TIMEOUT = 10.0
 # A stop waits until the job has ended, which takes up to the worker's stop
@@ -61,8 +60,7 @@ class ReplyTimeout(TransportError):
     """A reply, or the next chunk of a reply, that did not come in time."""
 
 
-@dataclass
-class StreamReply:
+class StreamReply(NamedTuple):
     """An open reply of the raw output endpoint, whose body is read chunk by chunk.
 
     ``chunks`` must be read to its end, or closed, before the client sends its

@@ -32,6 +32,7 @@ from alps.process.cgroups import CgroupHost
 from alps.process.environment import (
     Account,
     current_account,
+    default_account,
     find_account,
     job_environment,
     working_folder,
@@ -66,6 +67,7 @@ class Hub:
         self._cgroups = cgroups
         self._jobs_dir = config.state_dir / "jobs"
         self._account = current_account()
+        self._default_account = default_account(config.default_run_as)
         self._table_lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._by_owner: dict[str, dict[int, Job]] = {}
@@ -365,9 +367,9 @@ class Hub:
 
     def _account_for(self, run_as: object) -> Account:
         """Return the account a new job runs as; raise AlpsError if it cannot."""
-        name = run_as if run_as is not None else self._config.default_run_as
-        if name is None:
-            return self._account
+        if run_as is None:
+            return self._default_account
+        name = run_as
         if not isinstance(name, str):
             raise AlpsError(f"invalid run_as account {name!r}")
         try:

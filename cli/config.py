@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from alps.cli.errors import CommandError
 
@@ -41,8 +41,7 @@ DESCRIPTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class CliConfig:
+class CliConfig(NamedTuple):
     path: Path
     exists: bool = False
     address: str | None = None
@@ -200,7 +199,7 @@ def run_host(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from None
     config = load_config()
-    save_config(replace(config, address=args.address))
+    save_config(config._replace(address=args.address))
     print(f"Server address set to {args.address} in {config.path}")
     return 0
 
@@ -214,7 +213,7 @@ def run_ca(args: argparse.Namespace) -> int:
     except ClientError as error:
         raise CommandError(error.message) from None
     config = load_config()
-    save_config(replace(config, ca=path))
+    save_config(config._replace(ca=path))
     print(f"CA certificate set to {path} in {config.path}")
     return 0
 
@@ -229,7 +228,7 @@ def run_user(args: argparse.Namespace) -> int:
     except ClientError as error:
         raise CommandError(error.message) from None
     config = load_config()
-    save_config(replace(config, cert=cert, key=key))
+    save_config(config._replace(cert=cert, key=key))
     print(f"Client certificate set to {cert} and key to {key} in {config.path}")
     return 0
 

@@ -41,7 +41,8 @@ from alps.cli.config import (
     write_private,
 )
 from alps.cli.errors import CommandError
-from alps.config import load_server_config, parse_duration
+from alps.config import load_server_config
+from alps.durations import parse_duration
 from alps.errors import ConfigError
 
 HOST = "127.0.0.1"

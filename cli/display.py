@@ -56,6 +56,7 @@ def status_lines(job: dict[str, Any]) -> list[str]:
         ("ID", job.get("jobID")),
         ("Command", job.get("job")),
         ("Owner", job.get("owner")),
+        ("Runs as", job.get("runAs")),
         ("Limits", limits_text(job.get("limits"))),
         ("Status", job.get("jobStatus")),
         ("Started", local_time(job.get("startTime"))),

@@ -16,7 +16,7 @@ from alps.cli import display
 from alps.cli.config import load_config, require_complete
 from alps.cli.errors import CommandError
 from alps.client import STREAMS, ApiClient
-from alps.config import format_duration
+from alps.durations import format_duration
 from alps.timefmt import parse_rfc3339
 
 

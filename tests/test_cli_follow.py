@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,21 @@ def user_env(alps_server: AlpsServer, tmp_path: Path) -> dict[str, str]:
 def stop_time(env: dict[str, str], job_id: int) -> float:
     """Return when the job stopped, in ``time.time()`` seconds."""
     return parse_rfc3339(wait_stopped(env, job_id)["stopTime"]).timestamp()
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder that jobs of any account can look into, removed at the end.
+
+    The server may run jobs as an unprivileged account, which cannot enter the
+    test's own folders (mode 0700).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="alps-test-"))
+    folder.chmod(0o711)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def stream_lines(env: dict[str, str], job_id: int, stream: str) -> int:
@@ -194,7 +211,8 @@ def wait_for_followers(server: AlpsServer, job_id: int) -> None:
 def test_follow_reconnects_after_api_restart(
     make_server: Callable[..., AlpsServer], tmp_path: Path
 ):
-    server = make_server()
+    # The job waits for a file in the test's private folder, so it runs as root.
+    server = make_server(default_run_as="root")
     env = alps_env(tmp_path, server.cli_config("user"))
     go_on = tmp_path / "go-on"
     # stderr stays quiet until the end, so its follow request is still waiting
@@ -301,9 +319,9 @@ def test_tail_shows_last_lines_of_each_stream(user_env: dict[str, str]):
 
 
 def test_tail_with_follow_goes_on_with_new_lines(
-    user_env: dict[str, str], tmp_path: Path
+    user_env: dict[str, str], shared_folder: Path
 ):
-    go_on = tmp_path / "go-on"
+    go_on = shared_folder / "go-on"
     job_id = start_job(
         user_env, f"seq 1 10; while [ ! -e {go_on} ]; do sleep 0.05; done; echo 11"
     )

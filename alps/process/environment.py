@@ -42,6 +42,25 @@ def current_account() -> Account:
     return Account(name=entry.pw_name, uid=uid, gid=entry.pw_gid, home=entry.pw_dir)
 
 
+# The account that a root worker runs jobs as when nothing names another: a job
+# that ran as root could read the keys, reach the worker's socket and act as
+# any user. "root" has to be named to run jobs as root.
+UNPRIVILEGED = "nobody"
+
+
+def default_account(name: str | None) -> Account:
+    """Return the account for jobs whose owner the ACL gives no ``run_as``.
+
+    That is ``name`` when set, else ``nobody`` for a root worker, else the
+    worker's own user. Raise KeyError if the account does not exist.
+    """
+    if name is not None:
+        return find_account(name)
+    if os.geteuid() == 0:
+        return find_account(UNPRIVILEGED)
+    return current_account()
+
+
 def find_account(name: str) -> Account:
     """Return the named account with its groups; raise KeyError if there is none."""
     entry = pwd.getpwnam(name)

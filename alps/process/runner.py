@@ -100,6 +100,8 @@ class Runner:
         command = [sys.executable, "-I", "-m", "alps.process.spawner"]
         self._spawner = subprocess.Popen(
             [*command, str(theirs.fileno())],
+            # Supervisors inherit this environment; the worker's stays private.
+            env={"PATH": os.defpath, "LANG": "C.UTF-8"},
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -186,6 +186,13 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 _set_pipe_size(fd)
             os.set_blocking(fd, False)
+        user = self.spec.get("user")
+        if user is not None:
+            # A pipe belongs to whoever made it, and "> /dev/stdout" opens it
+            # again by its /proc path, which checks that owner: the pipes must
+            # be the job's account's, or the job could not reopen its own stdout.
+            for fd in (out_write, err_write):
+                os.fchown(fd, user["uid"], user["gid"])
         limits = self.spec.get("limits") or {}
         # On v1 the supervisor stays in the job's group while it starts the job.
         spare = 1 if self.cgroup is not None and self.cgroup.version == 1 else 0

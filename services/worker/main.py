@@ -21,7 +21,7 @@ from alps.hub import Hub
 from alps.ipc import HUB_OBJECT_ID, configure_pyro
 from alps.logs import event
 from alps.process import cgroups
-from alps.process.environment import find_account
+from alps.process.environment import UNPRIVILEGED, default_account
 from alps.services.worker.socket import SocketError, prepare_socket, socket_mode
 from alps.store import JobStore
 
@@ -103,16 +103,24 @@ def serve(config: WorkerConfig) -> int:
 
 def _check_default_account(config: WorkerConfig) -> None:
     name = config.default_run_as
-    if name is None:
-        return
     try:
-        account = find_account(name)
+        account = default_account(name)
     except KeyError:
+        shown = name or UNPRIVILEGED
         raise StartupError(
-            f"default_run_as {name!r} is not an account on this host"
+            f"default_run_as {shown!r} is not an account on this host; "
+            f"set [worker] default_run_as to an account that exists"
         ) from None
     if account.uid != os.geteuid() and os.geteuid() != 0:
         raise StartupError(f"default_run_as {name!r} needs the worker to run as root")
+    if name is None and os.geteuid() == 0:
+        logger.info(
+            event(
+                "jobs run as an unprivileged account",
+                account=account.name,
+                hint="set [worker] default_run_as or an ACL run_as to choose one",
+            )
+        )
 
 
 def _lock_state_dir(state_dir: Path) -> int:
