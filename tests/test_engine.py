@@ -589,3 +589,32 @@ def test_concurrent_start_stop_take_read(make_server):
         assert job_cgroups(server, job_id) == []
     assert pids_of("sleep 0.3") == []
     assert all(process_alive(server.processes[name].pid) for name in ("worker", "api"))
+
+
+@needs_root
+def test_stop_ends_even_if_a_process_escaped_the_group(make_server):
+    # Only a root job can leave its group; it then keeps the output pipe open,
+    # and the job must still end instead of staying "running" for good.
+    server = make_server(default_run_as="root", stop_grace="1s")
+    tag = "alps-" + hashlib.sha256(str(server.state_dir).encode()).hexdigest()[:8]
+    escape = Path("/sys/fs/cgroup/freezer") / tag / "escape"
+    escape.mkdir()
+    marker = f"sleep 7{random.randrange(10**6):06d}"
+    try:
+        with server.client("user") as client:
+            job_id = start(
+                client,
+                f"sh -c 'echo $$ > {escape}/cgroup.procs; exec {marker}' & sleep 1000",
+            )
+            wait_until(lambda: pids_of(marker))
+
+            stopped = client.post(f"/stop/{job_id}")
+
+        assert stopped.status_code == 200
+        assert stopped.json()["jobStatus"] == "stopped"
+        assert "still held its output" in stopped.json()["reason"]
+    finally:
+        for pid in pids_of(marker):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not (escape / "cgroup.procs").read_text().strip())
+        escape.rmdir()

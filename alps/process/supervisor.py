@@ -48,6 +48,9 @@ PIPE_SIZE = 1 << 20  # the default maximum (/proc/sys/fs/pipe-max-size)
 PR_SET_NAME = 15  # from <linux/prctl.h>
 PR_SET_CHILD_SUBREAPER = 36
 STOP_REQUESTED = "stopped on request"
+HELD_OPEN = "a process outside the job's group still held its output, which was cut off"
+# How long the output pipes may stay open once every process of the job is gone.
+DRAIN_SECONDS = 1.0
 
 
 def read_start_ticks(pid: int) -> int | None:
@@ -101,6 +104,8 @@ class Supervisor:
         self.stop_requested = False
         self.kill_deadline: float | None = None
         self.killed = False
+        # When the group emptied while something still held the output pipes.
+        self.drain_deadline: float | None = None
 
     def wait_for_job(self, spec_fd: int) -> NoReturn:
         self._detach(spec_fd)
@@ -248,8 +253,25 @@ class Supervisor:
                     del targets[fd]
             self._reap(block=False)
             self._advance_stop()
-            if self.wait_status is not None and not targets and self._is_empty():
+            if self.wait_status is None or not self._is_empty():
+                continue
+            if not targets:
                 return
+            if self._held_open_too_long():
+                # Only a process that left the job's group (root can) still has
+                # the pipes open; the job is over, so its output ends here.
+                self.reason = (
+                    f"{self.reason}; {HELD_OPEN}" if self.reason else HELD_OPEN
+                )
+                for fd in targets:
+                    os.close(fd)
+                return
+
+    def _held_open_too_long(self) -> bool:
+        """Return True once the pipes outlived an empty group by DRAIN_SECONDS."""
+        if self.drain_deadline is None:
+            self.drain_deadline = time.monotonic() + DRAIN_SECONDS
+        return time.monotonic() >= self.drain_deadline
 
     def _poll_timeout(self) -> int | None:
         """Return how long to wait for an event, in milliseconds."""
