@@ -6,8 +6,8 @@ The file maps identities to roles::
     role = "user"
     run_as = "alice"    # optional: the account that this user's jobs run as
 
-Identities are compared in lower case. ``user`` sees and stops its own jobs;
-``admin`` may see, stop and take any job.
+Identities are compared with their ASCII letters in lower case. ``user`` sees
+and stops its own jobs; ``admin`` may see, stop and take any job.
 """
 
 from __future__ import annotations
@@ -26,6 +26,18 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def normalize_identity(identity: str) -> str:
+    """Return ``identity`` with its ASCII letters in lower case, nothing else.
+
+    ``str.lower`` would also fold other scripts, so that a certificate name
+    with a Kelvin sign "K" could match an ACL entry with the letter "k".
+    """
+    return identity.translate(_ASCII_LOWER)
+
+
 # POSIX portable user names, as useradd accepts them by default.
 ACCOUNT_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$", re.IGNORECASE)
 
@@ -39,10 +51,10 @@ class Acl:
 
     def role_of(self, identity: str) -> Role | None:
         """Return the role of ``identity``, or None when it is not listed."""
-        return self.roles.get(identity.lower())
+        return self.roles.get(normalize_identity(identity))
 
     def run_as_of(self, identity: str) -> str | None:
-        return self.run_as.get(identity.lower())
+        return self.run_as.get(normalize_identity(identity))
 
 
 def load_acl(path: str | Path) -> Acl:
@@ -66,10 +78,12 @@ def load_acl(path: str | Path) -> Acl:
     roles: dict[str, Role] = {}
     run_as: dict[str, str] = {}
     for identity, entry in users.items():
-        roles_key = identity.strip().lower()
+        roles_key = normalize_identity(identity)
         where = f"ACL {acl_path}: users.{identity!r}"
         if not roles_key:
             raise ConfigError(f"{where}: the identity must not be empty")
+        if roles_key != roles_key.strip():
+            raise ConfigError(f"{where}: the identity has spaces at an end")
         if roles_key in roles:
             raise ConfigError(f"{where}: listed twice (identities ignore case)")
         if not isinstance(entry, dict):

@@ -22,7 +22,7 @@ from typing import Any
 from Pyro5.api import expose
 
 from alps import __version__
-from alps.acl import Role
+from alps.acl import Role, normalize_identity
 from alps.config import WorkerConfig
 from alps.errors import AlpsError, Forbidden, InvalidRequest, JobNotFound
 from alps.jobs import Job, JobStatus
@@ -562,7 +562,7 @@ def _check_caller(identity: object, role: object) -> tuple[str, Role]:
     if not isinstance(identity, str) or not identity.strip():
         raise AlpsError("the caller's identity is missing")
     try:
-        return identity.lower(), Role(str(role))
+        return normalize_identity(identity), Role(str(role))
     except ValueError:
         raise AlpsError(f"invalid caller role {role!r}") from None
 

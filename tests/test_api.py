@@ -406,3 +406,61 @@ def test_request_log_has_one_line_per_request(alps_server: AlpsServer, user):
     assert len(lines) == 1
     assert "identity=user@example.com" in lines[0]
     assert "status=404" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/status/{}"), ("POST", "/stop/{}"), ("GET", "/output/{}/stdout")],
+)
+def test_id_of_thousands_of_digits_gets_400(user, method, path):
+    response = user.request(method, path.format("7" * 5000))
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("invalid job ID")
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ({"offset": "9" * 5000}, {}),
+        ({"limit": "9" * 5000}, {}),
+        ({}, {"range": "bytes=" + "9" * 5000 + "-"}),
+        ({}, {"range": "bytes=-" + "9" * 5000}),
+        ({}, {"range": "bytes=\u0660-\u0663"}),
+        ({}, {"range": "b y t e s = 0 - 3"}),
+    ],
+)
+def test_huge_or_odd_window_gets_400(user, params, headers):
+    job_id = start(user, "echo window")
+    wait_stopped(user, job_id)
+    encoded = {name: value.encode() for name, value in headers.items()}
+
+    response = user.get(f"/output/{job_id}/stdout", params=params, headers=encoded)
+
+    assert response.status_code == 400
+    assert response.json()["status"] == 400
+
+
+def test_lone_surrogate_in_command_gets_400(alps_server: AlpsServer, user):
+    response = user.post(
+        "/start",
+        content=b'{"job": "echo SECRET-IN-COMMAND \\ud800"}',
+        headers={"content-type": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert "lone surrogate" in response.json()["error"]
+    assert "SECRET-IN-COMMAND" not in alps_server.log("api")
+
+
+def test_deeply_nested_body_gets_400(user):
+    body = (
+        b'{"job": "true", "limits": {"pids": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    )
+
+    response = user.post(
+        "/start", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert "nested too deep" in response.json()["error"]

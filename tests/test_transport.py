@@ -142,3 +142,26 @@ def test_peercert_with_two_common_names_is_refused():
 def test_peercert_without_any_name_is_refused():
     with pytest.raises(NotAuthorized):
         identity_from_peercert({"subject": ((("organizationName", "x"),),)})
+
+
+def test_kelvin_sign_does_not_match_the_letter_k(make_server, pki: Pki):
+    server = make_server(extra_users={"kate@example.com": "admin"})
+    kelvin = context_for(pki, "kelvin", common_name="\u212aate@example.com")
+
+    assert get_list(server, kelvin).status_code == 401
+
+
+def test_spaces_around_an_identity_count(alps_server: AlpsServer):
+    padded = context_for(alps_server.pki, "padded", common_name=" user@example.com ")
+
+    assert get_list(alps_server, padded).status_code == 401
+
+
+def test_empty_san_email_does_not_fall_through_to_cn():
+    cert = {
+        "subject": ((("commonName", "admin@example.com"),),),
+        "subjectAltName": (("email", ""),),
+    }
+
+    with pytest.raises(NotAuthorized):
+        identity_from_peercert(cert)

@@ -41,6 +41,8 @@ logger = logging.getLogger("alps.api")
 ENDPOINTS = frozenset(
     {"start", "stop", "status", "output", "list", "take", "openapi.json"}
 )
+# Digits in the largest value of a job ID, an offset or a limit (2**63 - 1).
+MAX_DIGITS = 19
 # Threads that make blocking calls to the worker; each holds one worker connection.
 WORKER_THREADS = 64
 
@@ -236,10 +238,19 @@ def _path_job_id(request: Request) -> int | None:
     if started is not None:
         return started
     text = request.match_info.get("job_id") if request.route else None
-    if isinstance(text, str) and text.isascii() and text.isdigit():
-        value = int(text)
-        return value if value <= MAX_JOB_ID else None
-    return None
+    value = whole_number(text) if isinstance(text, str) else None
+    return value if value is not None and 0 < value <= MAX_JOB_ID else None
+
+
+def whole_number(text: str) -> int | None:
+    """Return the value of ASCII digits, or None for anything else or too long.
+
+    Python refuses to convert more than 4300 digits, and no ID, offset or limit
+    here has more than MAX_DIGITS, so longer text is refused before ``int``.
+    """
+    if not text or len(text) > MAX_DIGITS or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
 
 
 def query_flag(request: Request, name: str) -> bool:
@@ -260,8 +271,8 @@ def parse_job_id(text: str) -> int:
     shown = text if len(text) <= 40 else text[:40] + "..."
     if not text.isascii() or not text.isdigit():
         raise InvalidRequest(f"invalid job ID {shown!r}: must be a positive integer")
-    job_id = int(text)
-    if not 0 < job_id <= MAX_JOB_ID:
+    job_id = whole_number(text)
+    if job_id is None or not 0 < job_id <= MAX_JOB_ID:
         raise InvalidRequest(
             f"invalid job ID {shown!r}: must be from 1 to {MAX_JOB_ID}"
         )
@@ -276,6 +287,10 @@ def _start_request(body: bytes) -> tuple[str, dict[str, Any] | None]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest(f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidRequest(
+            "request body is not valid JSON: nested too deep"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidRequest('request body must be a JSON object: {"job": "COMMAND"}')
     unknown = sorted(set(data) - {"job", "limits"})
@@ -288,6 +303,14 @@ def _start_request(body: bytes) -> tuple[str, dict[str, Any] | None]:
         raise InvalidRequest("field 'job' must be a string")
     if not command.strip():
         raise InvalidRequest("field 'job' must not be empty")
+    try:
+        # JSON may hold lone UTF-16 surrogates ("\ud800"), which no UTF-8 text can.
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "request body holds a lone surrogate (\\ud800-\\udfff), which is not "
+            "valid Unicode text"
+        ) from None
     limits = data.get("limits")
     if limits is not None and not isinstance(limits, dict):
         raise InvalidRequest(
@@ -322,11 +345,12 @@ class JsonErrorHandler(ErrorHandler):
             return 404, f"no such endpoint: {request.method} {request.path}"
         if isinstance(exception, SanicException) and exception.status_code < 500:
             return exception.status_code, _sanic_message(exception)
+        # The type only: an exception's text may quote the request, command too.
         logger.error(
             event(
                 "request failed",
                 path=request.path if request else None,
-                error=repr(exception),
+                error=type(exception).__name__,
             ),
             exc_info=exception,
         )

@@ -5,18 +5,25 @@ name, the subject's emailAddress attribute, or the subject's whole common name.
 Values come from the decoded certificate (``SSLSocket.getpeercert()``), never from
 a distinguished-name string, so a CN such as ``admin, CN=root`` is one identity
 and can never be read as ``admin`` or ``root``. A certificate that gives two
-candidates at the same step is refused, since either could be meant.
+candidates at the same step, or an empty one, is refused, since what it means
+is unclear. Only ASCII letters are lowered: Unicode case rules would make
+different names equal (the Kelvin sign "K" lowers to "k"), and spaces count.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from alps.acl import normalize_identity
 from alps.errors import NotAuthorized
 
 
 def identity_from_peercert(cert: dict[str, Any] | None) -> str:
-    """Return the lower-case identity of a peer certificate; raise NotAuthorized."""
+    """Return the identity of a peer certificate; raise NotAuthorized.
+
+    The first source that the certificate has decides: it must give exactly
+    one non-empty value, taken as it is but for ASCII upper case.
+    """
     if not cert:
         raise NotAuthorized()
     emails = [
@@ -27,10 +34,11 @@ def identity_from_peercert(cert: dict[str, Any] | None) -> str:
         _subject_values(cert, "emailAddress"),
         _subject_values(cert, "commonName"),
     ):
-        if len(candidates) > 1:
+        if not candidates:
+            continue
+        if len(candidates) > 1 or not candidates[0]:
             raise NotAuthorized()
-        if candidates and candidates[0].strip():
-            return candidates[0].strip().lower()
+        return normalize_identity(candidates[0])
     raise NotAuthorized()
 
 

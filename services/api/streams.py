@@ -20,12 +20,20 @@ from sanic.response import HTTPResponse
 from alps.errors import AlpsError, InvalidRequest, RangeNotSatisfiable
 from alps.hub import READ_CHUNK
 from alps.logs import event
-from alps.services.api.app import Api, Caller, log_request, parse_job_id, query_flag
+from alps.services.api.app import (
+    Api,
+    Caller,
+    log_request,
+    parse_job_id,
+    query_flag,
+    whole_number,
+)
 
 logger = logging.getLogger("alps.api")
 
 MAX_OFFSET = 2**63 - 1
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# One range of ASCII digits, at most 19 each, so that every value fits in 63 bits.
+_RANGE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")
 
 
 @dataclass(frozen=True)
@@ -198,17 +206,18 @@ def _query_number(request: Request, name: str) -> int | None:
     if len(values) > 1:
         raise InvalidRequest(f"parameter {name!r} is given more than once")
     text = values[0]
-    if not text.isascii() or not text.isdigit() or int(text) > MAX_OFFSET:
+    value = whole_number(text)
+    if value is None or value > MAX_OFFSET:
         raise InvalidRequest(
             f"invalid {name} {text[:40]!r}: must be a whole number "
             f"from 0 to {MAX_OFFSET}"
         )
-    return int(text)
+    return value
 
 
 def _parse_range(header: str, size: int) -> Window:
     """Return the window of a single ``bytes=`` range, as RFC 9110 reads it."""
-    match = _RANGE.match(header.strip().replace(" ", ""))
+    match = _RANGE.match(header.strip())
     if match is None or match.group(1) == match.group(2) == "":
         shown = header[:60]
         raise InvalidRequest(
