@@ -7,6 +7,7 @@ import json
 import signal
 import ssl
 import stat
+import time
 
 import httpx
 import pytest
@@ -73,7 +74,7 @@ def test_handshake_refusal_is_audited(audited: AlpsServer):
     records = wait_until(
         lambda: [r for r in audit_records(audited) if r["action"] == "handshake"]
     )
-    assert records[0]["status"] is None
+    assert records[0]["result"] is None
     assert records[0]["identity"] is None
     assert records[0]["error"]
 
@@ -93,11 +94,11 @@ def test_audit_log_records_each_request(audited: AlpsServer):
     missing = [r for r in records if r["jobID"] == 999999]
     assert starts[0]["identity"] == "user@example.com"
     assert starts[0]["jobID"] == job_id
-    assert starts[0]["status"] == 200
+    assert starts[0]["result"] == 200
     assert outputs[0]["jobID"] == job_id
-    assert missing[0]["status"] == 404
+    assert missing[0]["result"] == 404
     for record in records:
-        assert set(record) >= {"time", "identity", "action", "jobID", "status"}
+        assert set(record) >= {"time", "identity", "action", "jobID", "result"}
         assert record["time"].endswith("Z")
 
 
@@ -121,7 +122,7 @@ def test_audit_log_records_refusal_with_subject(audited: AlpsServer):
     with audited.client("stranger") as client:
         response = client.get("/list")
 
-    refusal = next(r for r in audit_records(audited) if r["status"] == 401)
+    refusal = next(r for r in audit_records(audited) if r["result"] == 401)
     assert response.status_code == 401
     assert refusal["identity"] == "stranger@example.com"
     assert ["commonName", "stranger@example.com"] in refusal["subject"]
@@ -175,3 +176,41 @@ def test_list_all_by_user_is_forbidden(alps_server: AlpsServer):
     assert (
         response.json()["error"] == "you are forbidden to list all jobs: not an admin"
     )
+
+
+def test_follow_ends_when_acl_drops_the_caller(make_server):
+    server = make_server()
+    with server.client("user") as client:
+        job_id = client.post("/start", json={"job": "echo on; sleep 30"}).json()[
+            "jobID"
+        ]
+        with client.stream(
+            "GET", f"/output/{job_id}/stdout", params={"follow": "true"}
+        ) as response:
+            chunks = response.iter_bytes()
+            assert next(chunks) == b"on\n"
+            acl = server.folder / "acl.toml"
+            acl.write_text(
+                acl.read_text().replace("user@example.com", "gone@example.com")
+            )
+            server.processes["api"].send_signal(signal.SIGHUP)
+            started = time.monotonic()
+
+            rest = b"".join(chunks)
+
+        assert rest == b""
+        assert time.monotonic() - started < 5
+        client.post(f"/stop/{job_id}")
+
+
+def test_refused_handshakes_are_logged_with_a_cap(audited: AlpsServer):
+    context = ssl.create_default_context(cafile=str(audited.pki.ca_cert))
+
+    for _ in range(15):
+        with pytest.raises(httpx.HTTPError):
+            get_list(audited, context)
+
+    handshakes = [r for r in audit_records(audited) if r["action"] == "handshake"]
+    logged = audited.log("api").count("tls handshake failed reason=")
+    assert len(handshakes) == 15
+    assert logged == 10

@@ -41,6 +41,9 @@ logger = logging.getLogger("alps.api")
 ENDPOINTS = frozenset(
     {"start", "stop", "status", "output", "list", "take", "openapi.json"}
 )
+# At most this many refused handshakes are logged one by one per window.
+HANDSHAKE_LOG_BURST = 10
+HANDSHAKE_LOG_WINDOW = 60.0
 # Digits in the largest value of a job ID, an offset or a limit (2**63 - 1).
 MAX_DIGITS = 19
 # Threads that make blocking calls to the worker; each holds one worker connection.
@@ -61,6 +64,9 @@ class Api:
         self.acl = acl
         self.worker = worker
         self.audit = AuditLog(config.audit_log)
+        self._handshake_window_start = time.monotonic()
+        self._handshakes_logged = 0
+        self._handshakes_unlogged = 0
         self.pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="alps-rpc")
         self.waiter = FollowWaiter(worker)
 
@@ -85,9 +91,31 @@ class Api:
         return await loop.run_in_executor(self.pool, partial(method, *args))
 
     def handshake_failed(self, reason: str) -> None:
-        """Log and audit a client that the TLS handshake turned away."""
-        logger.warning(event("tls handshake failed", reason=reason))
+        """Audit a client that the TLS handshake turned away, and log it.
+
+        Anyone can fail a handshake, so the log takes at most HANDSHAKE_LOG_BURST
+        lines per HANDSHAKE_LOG_WINDOW seconds and then one line with the count.
+        The audit log keeps every refusal.
+        """
         self.audit.record("handshake", None, error=reason)
+        now = time.monotonic()
+        if now - self._handshake_window_start >= HANDSHAKE_LOG_WINDOW:
+            if self._handshakes_unlogged:
+                logger.warning(
+                    event(
+                        "tls handshakes failed",
+                        count=self._handshakes_unlogged,
+                        seconds=HANDSHAKE_LOG_WINDOW,
+                    )
+                )
+            self._handshake_window_start = now
+            self._handshakes_logged = 0
+            self._handshakes_unlogged = 0
+        if self._handshakes_logged < HANDSHAKE_LOG_BURST:
+            self._handshakes_logged += 1
+            logger.warning(event("tls handshake failed", reason=reason))
+        else:
+            self._handshakes_unlogged += 1
 
     def reload_acl(self) -> None:
         """Load the ACL file again; keep the old one if the new one is invalid."""
@@ -98,6 +126,8 @@ class Api:
             return
         self.acl = acl
         logger.info(event("acl reloaded", file=self.config.acl, users=len(acl.roles)))
+        # Open follows check the new ACL now rather than at their next byte.
+        self.waiter.wake_all()
 
 
 def create_app(api: Api, name: str = "alps") -> Sanic:

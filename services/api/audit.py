@@ -1,7 +1,7 @@
 """The audit log: one JSON object a line for every request and every refusal.
 
 Each record has ``time`` (RFC 3339, UTC), ``identity`` (or null when the
-certificate gave none), ``action``, ``jobID`` (or null) and ``status`` (the HTTP
+certificate gave none), ``action``, ``jobID`` (or null) and ``result`` (the HTTP
 status, or null for a refused TLS handshake). A refusal also carries the
 certificate's ``subject`` as a list of ``[attribute, value]`` pairs, or the
 handshake's ``error``. Records never hold a command, job output or key material.
@@ -43,7 +43,7 @@ class AuditLog:
             "identity": identity,
             "action": action,
             "jobID": job_id,
-            "status": status,
+            "result": status,
             **details,
         }
         self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")

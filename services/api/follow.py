@@ -72,6 +72,13 @@ class FollowWaiter:
             with self._lock:
                 self._pending.pop(key, None)
 
+    def wake_all(self) -> None:
+        """Wake every follower, so that each checks again whether it may go on."""
+        with self._lock:
+            futures = [future for _, future in self._pending.values()]
+        for future in futures:
+            _resolve(future)
+
     def _wake_worker(self, epoch: int) -> None:
         # On failure the waiting thread meets the same error and reports it.
         with contextlib.suppress(AlpsError):
@@ -114,4 +121,6 @@ def _resolve(future: asyncio.Future[bool]) -> None:
         if not future.done():
             future.set_result(True)
 
-    future.get_loop().call_soon_threadsafe(set_ready)
+    # While the API shuts down, the loop may close under a follower.
+    with contextlib.suppress(RuntimeError):
+        future.get_loop().call_soon_threadsafe(set_ready)

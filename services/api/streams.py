@@ -167,6 +167,11 @@ async def _follow(
     watch = [caller.identity, caller.role, job_id, stream, position]
     try:
         while True:
+            # A follow may last for hours: it ends once the ACL no longer gives
+            # the caller the role the follow began with.
+            if api.acl.role_of(caller.identity) != caller.role:
+                logger.info(event("follow ended", path=request.path, why="acl"))
+                break
             result = await api.call(
                 api.worker.read,
                 caller.identity,
