@@ -18,6 +18,7 @@ import base64
 import errno
 import http.client
 import json
+import re
 import select
 import socket
 import ssl
@@ -25,6 +26,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+# A DNS name (RFC 1123 letters, digits, hyphens, dots) or an IPv4 or IPv6 address.
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$|^[0-9A-Fa-f:.]+$"
+)
 CONNECT_TIMEOUT = 10.0
 # A stop waits until the job has ended, which takes up to the worker's stop
 # grace period (10 seconds by default) plus a margin, so replies may be slow.
@@ -78,6 +83,10 @@ def parse_address(address: str) -> tuple[str, int]:
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit():
         raise ValueError(f"invalid address {address!r}: expected HOST:PORT")
+    if not _HOST.match(host):
+        raise ValueError(
+            f"invalid address {address!r}: the host must be a name or an IP address"
+        )
     port = int(port_text)
     if not 1 <= port <= 65535:
         raise ValueError(f"invalid address {address!r}: port must be 1-65535")

@@ -7,6 +7,7 @@ CPUs (``0.5``), and ``pids`` is the largest number of processes and threads.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, fields, replace
@@ -52,13 +53,14 @@ class Limits:
 def parse_size(value: object) -> int:
     """Return a size in bytes from ``268435456``, ``"256M"`` or ``"1.5G"``."""
     if isinstance(value, bool):
-        raise ValueError(f"invalid size {value!r}")
+        raise ValueError(f"invalid size {_shown(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, str) and (match := _SIZE.match(value)):
         return int(float(match.group(1)) * _UNIT_BYTES[match.group(2).upper()])
     raise ValueError(
-        f"invalid size {value!r}: use bytes or a number with K, M, G or T, like 512M"
+        f"invalid size {_shown(value)}: use bytes or a number with K, M, G or T, "
+        "like 512M"
     )
 
 
@@ -89,26 +91,50 @@ def _checked_memory(value: object, name: str) -> int:
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
     if size < MIN_MEMORY:
-        raise ValueError(f"{name}: {value!r} is below the minimum of 1M")
+        raise ValueError(f"{name}: {_shown(value)} is below the minimum of 1M")
+    if size > host_memory():
+        raise ValueError(
+            f"{name}: {_shown(value)} is more than this host's memory "
+            f"({host_memory() >> 20} MiB)"
+        )
     return size
+
+
+def host_memory() -> int:
+    """Return the host's physical memory in bytes."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _shown(value: object) -> str:
+    """Show a value as JSON writes it (null, true, "text", 12), as a request did."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _checked_cpu(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name}: invalid CPU count {value!r}: use a number like 0.5")
+        raise ValueError(
+            f"{name}: invalid CPU count {_shown(value)}: use a number like 0.5"
+        )
     cpus = os.cpu_count() or 1
     if not MIN_CPU <= value <= cpus:
         raise ValueError(
-            f"{name}: {value!r} is out of range: use {MIN_CPU} to {cpus} CPUs"
+            f"{name}: {_shown(value)} is out of range: use {MIN_CPU} to {cpus} CPUs"
         )
     return float(value)
 
 
 def _checked_pids(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}: invalid process count {value!r}: use an integer")
+        raise ValueError(
+            f"{name}: invalid process count {_shown(value)}: use an integer"
+        )
     if not 1 <= value <= MAX_PIDS:
-        raise ValueError(f"{name}: {value!r} is out of range: use 1 to {MAX_PIDS}")
+        raise ValueError(
+            f"{name}: {_shown(value)} is out of range: use 1 to {MAX_PIDS}"
+        )
     return value
 
 

@@ -158,10 +158,14 @@ def test_start_sends_every_limit(user_env: dict[str, str]):
         (
             "--memory",
             "12X",
-            "field 'limits.memory': invalid size '12X': use bytes or a number "
+            "field 'limits.memory': invalid size \"12X\": use bytes or a number "
             "with K, M, G or T, like 512M",
         ),
-        ("--memory", "10K", "field 'limits.memory': '10K' is below the minimum of 1M"),
+        (
+            "--memory",
+            "10K",
+            "field 'limits.memory': \"10K\" is below the minimum of 1M",
+        ),
         ("--pids", "5000", "field 'limits.pids': 5000 is above the maximum of 4096"),
         ("--cpu", "100000", "field 'limits.cpu': 100000.0 is out of range"),
     ],

@@ -207,10 +207,11 @@ def test_default_limits_apply_to_every_job(make_server):
 @pytest.mark.parametrize(
     ("limits", "message"),
     [
-        ({"memory": "lots"}, "field 'limits.memory': invalid size 'lots'"),
-        ({"memory": "10K"}, "field 'limits.memory': '10K' is below the minimum"),
+        ({"memory": "lots"}, "field 'limits.memory': invalid size \"lots\""),
+        ({"memory": "10K"}, "field 'limits.memory': \"10K\" is below the minimum"),
+        ({"memory": "100T"}, "field 'limits.memory': \"100T\" is more than this host"),
         ({"cpu": 0}, "field 'limits.cpu': 0 is out of range"),
-        ({"cpu": "half"}, "field 'limits.cpu': invalid CPU count 'half'"),
+        ({"cpu": "half"}, "field 'limits.cpu': invalid CPU count \"half\""),
         ({"pids": 0}, "field 'limits.pids': 0 is out of range"),
         ({"pids": 2.5}, "field 'limits.pids': invalid process count 2.5"),
         ({"disk": 1}, "field 'limits.disk' is not a limit"),

@@ -201,6 +201,12 @@ class CgroupHost:
     # The limits that job groups can apply: a subset of LIMIT_CONTROLLERS.
     limits: frozenset[str]
 
+    def remove_bases(self) -> None:
+        """Remove the folders of job groups; those with jobs left in them stay."""
+        for base in self.bases.values():
+            with contextlib.suppress(OSError):
+                os.rmdir(base)
+
     def for_job(self, job_id: int, limits: Iterable[str] | None = None) -> JobCgroup:
         """Return a job's group: with ``limits``, only the v1 controllers it needs.
 

@@ -94,6 +94,8 @@ def serve(config: WorkerConfig) -> int:
     stop_jobs = not config.keep_jobs_on_exit
     hub.close(stop_jobs=stop_jobs)
     store.close()
+    if host is not None and (stop_jobs or hub.running_count() == 0):
+        host.remove_bases()
     config.socket.unlink(missing_ok=True)
     os.close(lock)
     running = 0 if stop_jobs else hub.running_count()
