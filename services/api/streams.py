@@ -169,8 +169,7 @@ async def _follow(
         while True:
             # A follow may last for hours: it ends once the ACL no longer gives
             # the caller the role the follow began with.
-            if api.acl.role_of(caller.identity) != caller.role:
-                logger.info(event("follow ended", path=request.path, why="acl"))
+            if not _still_allowed(api, caller, request):
                 break
             result = await api.call(
                 api.worker.read,
@@ -187,6 +186,11 @@ async def _follow(
                 continue
             if result["jobStatus"] == "stopped":
                 break
+            # An ACL reload wakes only the followers that already wait, and it
+            # may have come during the read above: check once more, with no
+            # await between this check and the wait's sign-up.
+            if not _still_allowed(api, caller, request):
+                break
             watch[4] = position
             keepalive = api.config.response_timeout / 3
             if not await api.waiter.wait(watch, keepalive):
@@ -196,6 +200,14 @@ async def _follow(
     except AlpsError as error:
         logger.warning(event("follow cut", path=request.path, error=error.message))
         request.transport.close()
+
+
+def _still_allowed(api: Api, caller: Caller, request: Request) -> bool:
+    """Return False, and log it, once the ACL no longer gives the caller its role."""
+    if api.acl.role_of(caller.identity) == caller.role:
+        return True
+    logger.info(event("follow ended", path=request.path, why="acl changed"))
+    return False
 
 
 def _query_window(request: Request) -> tuple[int, int | None]:
