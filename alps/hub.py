@@ -47,12 +47,12 @@ from alps.timefmt import rfc3339
 logger = logging.getLogger(__name__)
 
 MAX_JOB_ID = 2**63 - 1  # SQLite's largest integer key
-# The most bytes one read call returns: large enough to stream fast, small enough
+# Maximum bytes one read call returns: large enough to stream fast, small enough
 # that a few calls in flight keep the worker's and the API's memory low.
 READ_CHUNK = 4 << 20
-# The most output streams that one wait_any call may watch.
+# Maximum number of output streams that one wait_any call may watch.
 MAX_WATCHES = 10_000
-# The most follow waiters whose wake epoch the Hub remembers.
+# Maximum number of follow waiters whose wake epoch the Hub keeps.
 MAX_WAITERS = 1_000
 # How long past the stop grace a stop call waits before it reports a failure.
 STOP_WAIT_MARGIN = 10.0

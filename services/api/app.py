@@ -338,7 +338,7 @@ def _start_request(body: bytes) -> tuple[str, dict[str, Any] | None]:
         json.dumps(data, ensure_ascii=False).encode()
     except UnicodeEncodeError:
         raise InvalidRequest(
-            "request body holds a lone surrogate (\\ud800-\\udfff), which is not "
+            "request body contains a lone surrogate (\\ud800-\\udfff), which is not "
             "valid Unicode text"
         ) from None
     limits = data.get("limits")

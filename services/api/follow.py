@@ -27,7 +27,7 @@ from alps.logs import event
 
 logger = logging.getLogger("alps.api")
 
-# Longest single wait_any call; the worker caps it too.
+# Maximum duration of one wait_any call, in seconds; the worker caps it too.
 WAIT_SECONDS = 10.0
 # Pause after a failed call (worker down), so the loop does not spin.
 RETRY_SECONDS = 0.5
