@@ -147,7 +147,10 @@ class Hub:
 
         start_time = time.time()
         with self._table_lock:
-            run_as_name = None if account is self._account else account.name
+            # A job that runs as the worker's own user needs no switch of IDs,
+            # and a worker that is not root could not make one.
+            own = account.uid == self._account.uid
+            run_as_name = None if own else account.name
             job_id = self._store.insert(
                 checked, owner, start_time, request_id, job_limits, run_as_name
             )
@@ -162,7 +165,7 @@ class Hub:
             self._add_unlocked(job)
         try:
             with job.lock:
-                supervisor = self._launch(job, account)
+                supervisor = self._launch(job, None if own else account)
         except (SpawnError, OSError) as error:
             logger.error(event("job start failed", id=job_id, error=error))
             self._finish(job, lost_record(f"could not start the job: {error}"))
@@ -422,7 +425,9 @@ class Hub:
 
     # Running jobs --------------------------------------------------------------
 
-    def _launch(self, job: Job, account: Account) -> int:
+    def _launch(self, job: Job, other: Account | None) -> int:
+        """Start a job's supervisor; ``other`` is the job's account if not ours."""
+        account = self._account if other is None else other
         files = JobFiles(self._jobs_dir, job.id)
         files.create_folder()
         cwd = working_folder(account)
@@ -437,7 +442,7 @@ class Hub:
             "job_dir": str(files.folder),
             "stop_grace": self._config.stop_grace,
             "cgroup": None if cgroup is None else cgroup.to_dict(),
-            "user": None if account is self._account else account.credentials(),
+            "user": None if other is None else other.credentials(),
             "limits": job.limits,
         }
         return self._runner.spawn(job.id, spec)
