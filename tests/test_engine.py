@@ -601,6 +601,7 @@ def test_stop_ends_even_if_a_process_escaped_the_group(make_server):
     escape = Path("/sys/fs/cgroup/freezer") / tag / "escape"
     escape.mkdir()
     marker = f"sleep 7{random.randrange(10**6):06d}"
+    job_id = None
     try:
         with server.client("user") as client:
             job_id = start(
@@ -619,3 +620,17 @@ def test_stop_ends_even_if_a_process_escaped_the_group(make_server):
             os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not (escape / "cgroup.procs").read_text().strip())
         escape.rmdir()
+        # The escaped process stayed in the job's other groups until now, so
+        # the supervisor could not remove them.
+        for folder in [] if job_id is None else job_cgroups(server, job_id):
+            wait_until(lambda folder=folder: _removed(folder))
+
+
+def _removed(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
