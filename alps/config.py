@@ -36,7 +36,7 @@ class WorkerConfig:
     # Largest stream, in bytes, that the JSON output call returns whole; past it
     # the call returns the stream's last part.
     output_json_max: int = 16 * 1024 * 1024
-    # Longest command accepted, in bytes of UTF-8.
+    # Maximum length of a command, in bytes of UTF-8.
     max_command_length: int = 64 * 1024
     # The account that jobs run as when the ACL names none for their owner; None
     # runs them as the worker's own user.
@@ -61,8 +61,8 @@ class ApiConfig:
     audit_log: Path | None = None
     # Largest request body accepted, in bytes; larger ones get 413.
     max_body_size: int = 1024 * 1024
-    # Longest time a request may take to answer, in seconds. A stop answers once
-    # the job has ended, so this must exceed the worker's stop grace.
+    # Maximum time a request may take to complete, in seconds. A stop completes
+    # once the job has ended, so this must exceed the worker's stop grace.
     response_timeout: float = 60.0
 
 

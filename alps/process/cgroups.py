@@ -193,7 +193,7 @@ MODES = ("auto", "v1", "v2", "off")
 
 @dataclass(frozen=True)
 class CgroupHost:
-    """Where this worker makes job groups, as found once at start."""
+    """The folders of this worker's job groups, as found once at start."""
 
     version: int
     # The folder for job groups in each controller's hierarchy ("" on v2).

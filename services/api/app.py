@@ -85,6 +85,14 @@ class Api:
         request.ctx.caller = Caller(identity, role)
         return request.ctx.caller
 
+    async def call_on_job(
+        self, request: Request, method: Callable[..., Any], job_id: str
+    ) -> Any:
+        """Check the caller and the job ID in the path, then call the worker."""
+        caller = self.caller(request)
+        checked = parse_job_id(job_id)
+        return await self.call(method, caller.identity, caller.role, checked)
+
     async def call(self, method: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking worker call on the thread pool, off the event loop."""
         loop = asyncio.get_running_loop()
@@ -150,27 +158,17 @@ def create_app(api: Api, name: str = "alps") -> Sanic:
 
     @app.post("/stop/<job_id:str>")
     async def stop(request: Request, job_id: str) -> HTTPResponse:
-        caller = api.caller(request)
-        checked = parse_job_id(job_id)
-        result = await api.call(api.worker.stop, caller.identity, caller.role, checked)
+        result = await api.call_on_job(request, api.worker.stop, job_id)
         return reply(request, result)
 
     @app.get("/status/<job_id:str>")
     async def status(request: Request, job_id: str) -> HTTPResponse:
-        caller = api.caller(request)
-        checked = parse_job_id(job_id)
-        result = await api.call(
-            api.worker.status, caller.identity, caller.role, checked
-        )
+        result = await api.call_on_job(request, api.worker.status, job_id)
         return reply(request, result)
 
     @app.get("/output/<job_id:str>")
     async def output(request: Request, job_id: str) -> HTTPResponse:
-        caller = api.caller(request)
-        checked = parse_job_id(job_id)
-        result = await api.call(
-            api.worker.output, caller.identity, caller.role, checked
-        )
+        result = await api.call_on_job(request, api.worker.output, job_id)
         for stream in ("stdoutBytes", "stderrBytes"):
             result[stream] = base64.b64encode(result[stream]).decode("ascii")
         return reply(request, result)
@@ -184,9 +182,7 @@ def create_app(api: Api, name: str = "alps") -> Sanic:
 
     @app.post("/take/<job_id:str>")
     async def take(request: Request, job_id: str) -> HTTPResponse:
-        caller = api.caller(request)
-        checked = parse_job_id(job_id)
-        result = await api.call(api.worker.take, caller.identity, caller.role, checked)
+        result = await api.call_on_job(request, api.worker.take, job_id)
         return reply(request, result)
 
     @app.get("/openapi.json")
