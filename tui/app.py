@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from alps.cli.display import printable
@@ -148,9 +149,25 @@ class DashboardApp(App[None]):
     @work(thread=True, group="poll", name="poll the job list")
     def _poll(self) -> None:
         self.poller.run(
-            on_jobs=lambda jobs: self.call_from_thread(self._show_jobs, jobs),
-            on_error=lambda error: self.call_from_thread(self._show_problem, error),
+            on_jobs=lambda jobs: self.call_from_thread(
+                self._if_shown, self._show_jobs, jobs
+            ),
+            on_error=lambda error: self.call_from_thread(
+                self._if_shown, self._show_problem, error
+            ),
         )
+
+    def _if_shown(self, show: Callable[[Any], None], value: Any) -> None:
+        """Call ``show`` unless the screen is already gone.
+
+        A poll that was under way when the app began to exit still reports
+        back, and by then the widgets it would update have been removed.
+        """
+        try:
+            self.query_one(JobsTable)
+        except NoMatches:
+            return
+        show(value)
 
     def _show_jobs(self, jobs: Jobs) -> None:
         now = self.clock()
